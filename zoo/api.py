@@ -1,0 +1,85 @@
+"""The public API: load, list_models, info."""
+from __future__ import annotations
+
+import functools
+from typing import Any, Dict, List, Optional
+
+from zoo.errors import InvalidInputError
+from zoo.registry import MODELS, ModelEntry
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The registry record of a model name or alias."""
+    return MODELS.get(name)
+
+
+def list_models(pattern: str = "*", exclude: Optional[str] = None, pretrained: bool = False) -> List[str]:
+    """Registered model names matching a shell wildcard, naturally sorted."""
+    names = MODELS.names(pattern, exclude)
+    if pretrained:
+        names = [n for n in names if MODELS.get(n).weights]
+    return names
+
+
+def load(
+    name: str,
+    weights=None,
+    include_top: bool = True,
+    input_shape=None,
+    input_tensor=None,
+    num_classes: int = 1000,
+    **overrides,
+):
+    """Build a registered model, keras.applications style.
+
+    ``weights``: ``None`` (random init), a path to an h5 weights file or a
+    ``zoo train`` run directory. ``overrides`` go to the builder (e.g.
+    ``activation="clip"`` for Bi-Real Net's real-valued pre-training).
+    """
+    entry = get_entry(name)
+    if input_shape is not None:
+        input_shape = tuple(input_shape)
+    if int(num_classes) < 1:
+        raise InvalidInputError(f"num_classes must be positive, got {num_classes}.")
+    return entry.builder(
+        include_top=include_top,
+        weights=weights,
+        input_shape=input_shape,
+        input_tensor=input_tensor,
+        num_classes=int(num_classes),
+        **overrides,
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _costs_at_paper_size(name: str) -> Dict[str, Any]:
+    from zoo.costs import model_costs
+
+    entry = get_entry(name)
+    model = load(name, input_shape=entry.input_size, num_classes=1000)
+    costs = model_costs(model)
+    del model
+    return costs
+
+
+def info(name: str, costs: bool = True) -> Dict[str, Any]:
+    """Metadata of a model: paper, reported accuracy, params (binary/real) and OPs."""
+    entry = get_entry(name)
+    record: Dict[str, Any] = {
+        "name": entry.name,
+        "aliases": list(entry.aliases),
+        "family": entry.family,
+        "description": entry.description,
+        "paper": None if entry.paper is None else {
+            "arxiv": entry.paper.arxiv, "title": entry.paper.title,
+            "venue": entry.paper.venue, "url": entry.paper.url,
+        },
+        "reported": entry.reported,
+        "input_size": list(entry.input_size),
+        "min_input_size": entry.min_input_size,
+        "default_recipe": entry.default_recipe,
+        "weights": sorted(entry.weights),
+    }
+    if costs:
+        record["costs"] = dict(_costs_at_paper_size(entry.name))
+    return record

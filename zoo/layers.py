@@ -1,0 +1,159 @@
+"""Shared BNN building blocks, on top of Larq's quantizers and constraints.
+
+Everything here is a Keras layer or a small function that adds layers to a
+functional graph, so models built from it save, load and convert with LCE.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import larq as lq
+import tensorflow as tf
+
+from zoo.errors import InvalidInputError
+
+# Bi-Real Net / ReActNet PyTorch code uses BN momentum 0.1 (= Keras 0.9) and eps 1e-5;
+# larq-zoo's Bi-Real Net uses momentum 0.8 with Keras' default epsilon.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+@tf.keras.utils.register_keras_serializable(package="zoo")
+class Clip(lq.quantizers.Quantizer):
+    """Real-valued activation ``clip(x, -1, 1)`` (optionally leaky outside [-1, 1]).
+
+    Used as the ``input_quantizer`` of a binary conv during Bi-Real Net's
+    real-valued pre-training (ECCV'18 README: ReLU -> leaky-clip -> clip), and
+    as the leaky-clip before Bi-Real-50's first real 1x1 conv (IJCV code).
+    """
+
+    precision = 32
+
+    def __init__(self, slope: float = 0.0, **kwargs):
+        self.slope = float(slope)
+        super().__init__(**kwargs)
+
+
+    def call(self, inputs):
+        clipped = tf.clip_by_value(inputs, -1.0, 1.0)
+        if self.slope:
+            clipped = clipped + self.slope * (inputs - clipped)
+        return clipped
+
+    def get_config(self):
+        return {**super().get_config(), "slope": self.slope}
+
+
+def image_input(
+    input_shape: Optional[Sequence[Optional[int]]],
+    input_tensor=None,
+    default_shape: Sequence[int] = (224, 224, 3),
+    min_size: int = 32,
+):
+    """Return the ``tf.keras.Input`` of a model, with keras.applications' rules.
+
+    ``input_tensor`` wins over ``input_shape``; a plain tensor is wrapped. Spatial
+    sizes below ``min_size`` (what the network downsamples by) are rejected.
+    """
+    if input_tensor is not None:
+        if not tf.keras.backend.is_keras_tensor(input_tensor):
+            input_tensor = tf.keras.layers.Input(tensor=input_tensor)
+        shape = tuple(input_tensor.shape[1:])
+    else:
+        shape = tuple(default_shape if input_shape is None else input_shape)
+    if len(shape) != 3:
+        raise InvalidInputError(
+            f"input_shape must be (height, width, channels), got {shape}."
+        )
+    height, width, channels = shape
+    if channels is None or channels < 1:
+        raise InvalidInputError(f"input_shape needs a known number of channels, got {shape}.")
+    for side in (height, width):
+        if side is not None and side < min_size:
+            raise InvalidInputError(
+                f"input_shape {shape} is too small: this model needs at least "
+                f"{min_size}x{min_size} pixels. Resize the images (the data pipeline does "
+                f"this with --image-size)."
+            )
+    if input_tensor is not None:
+        return input_tensor
+    return tf.keras.layers.Input(shape=shape)
+
+
+def batch_norm(x, momentum: float = BN_MOMENTUM, epsilon: float = BN_EPSILON, name=None, **kwargs):
+    return tf.keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name, **kwargs)(x)
+
+
+def quant_conv(
+    x,
+    filters: int,
+    kernel_size: int,
+    strides: int = 1,
+    *,
+    input_quantizer="approx_sign",
+    kernel_quantizer="magnitude_aware_sign",
+    kernel_constraint="weight_clip",
+    kernel_initializer="glorot_normal",
+    groups: int = 1,
+    pad_values: float = 0.0,
+    name=None,
+):
+    """A (possibly) binary conv: Larq's QuantConv2D, no bias, 'same' padding."""
+    return lq.layers.QuantConv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        pad_values=pad_values,
+        groups=groups,
+        input_quantizer=input_quantizer,
+        kernel_quantizer=kernel_quantizer,
+        kernel_constraint=kernel_constraint,
+        kernel_initializer=kernel_initializer,
+        use_bias=False,
+        name=name,
+    )(x)
+
+
+def real_conv(x, filters: int, kernel_size: int, strides: int = 1, name=None, **kwargs):
+    kwargs.setdefault("kernel_initializer", "glorot_normal")
+    return tf.keras.layers.Conv2D(
+        filters, kernel_size, strides=strides, padding="same", use_bias=False, name=name, **kwargs
+    )(x)
+
+
+def downsample_shortcut(x, filters: int, strides: int = 2, bn_momentum: float = BN_MOMENTUM,
+                        bn_epsilon: float = BN_EPSILON, name=None):
+    """Bi-Real Net's real-valued shortcut: AvgPool 2x2 -> real 1x1 conv -> BN."""
+    if strides > 1:
+        x = tf.keras.layers.AvgPool2D(strides, strides=strides, padding="same")(x)
+    x = real_conv(x, filters, 1)
+    return batch_norm(x, bn_momentum, bn_epsilon)
+
+
+def classifier_head(x, num_classes: int, name: str = "predictions"):
+    """Global average pool -> Dense -> softmax (float32, for mixed precision).
+
+    AvgPool over the full map + Flatten is what larq-zoo uses: it converts to a
+    faster op in LCE than GlobalAveragePooling2D.
+    """
+    pool = x.shape[1:3]
+    if None in pool:
+        x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    else:
+        x = tf.keras.layers.AveragePooling2D(pool_size=tuple(pool))(x)
+        x = tf.keras.layers.Flatten()(x)
+    x = tf.keras.layers.Dense(num_classes, name=name)(x)
+    return tf.keras.layers.Activation("softmax", dtype="float32", name="softmax")(x)
+
+
+def finish_model(inputs, outputs, name: str, weights=None, input_tensor=None):
+    """Wrap a functional graph into a Model and load ``weights`` (a path) if given."""
+    if input_tensor is not None:
+        inputs = tf.keras.utils.get_source_inputs(input_tensor)
+    model = tf.keras.Model(inputs=inputs, outputs=outputs, name=name)
+    if weights is not None:
+        from zoo.weights import load_weights_file
+
+        load_weights_file(model, weights)
+    return model

@@ -1,0 +1,2 @@
+"""Model entries: one module per paper; importing them registers them."""
+from zoo.models import birealnet, larq_zoo_models  # noqa: F401

@@ -1,0 +1,66 @@
+"""larq-zoo's literature and sota models, registered as zoo entries.
+
+The builders are larq-zoo's own (``larq_zoo.literature`` / ``larq_zoo.sota``);
+this file only gives them names, metadata and the zoo's weights handling:
+``weights="imagenet"`` goes to larq-zoo's own verified download, a path is
+loaded by the zoo.
+"""
+from __future__ import annotations
+
+import larq_zoo as lqz
+
+from zoo.layers import image_input
+from zoo.registry import Paper, register_model
+from zoo.weights import load_weights_file
+
+BNN = Paper("1602.02830", "Binarized Neural Networks", "NeurIPS 2016")
+XNOR = Paper("1603.05279", "XNOR-Net: ImageNet Classification Using Binary Convolutional Neural Networks", "ECCV 2016")
+DOREFA = Paper("1606.06160", "DoReFa-Net: Training Low Bitwidth Convolutional Neural Networks with Low Bitwidth Gradients")
+BDENSE = Paper("1906.08637", "Back to Simplicity: How to Train Accurate BNNs from Scratch?")
+MELIUS = Paper("2001.05936", "MeliusNet: Can Binary Neural Networks Achieve MobileNet-level Accuracy?")
+R2B = Paper("2003.11535", "Training Binary Neural Networks with Real-to-Binary Convolutions", "ICLR 2020")
+LCE = Paper("2011.09398", "Larq Compute Engine: Design, Benchmark, and Deploy State-of-the-Art Binarized Neural Networks", "MLSys 2021")
+
+
+def _wrap(name, fn, paper, top1, top5, min_input_size=32, aliases=()):
+    """Register a larq-zoo model function under ``name``."""
+
+    def builder(*, include_top=True, weights=None, input_shape=None, input_tensor=None,
+                num_classes=1000):
+        if input_tensor is None:
+            # validate with the zoo's rules (clear errors); larq-zoo builds its own Input
+            image_input(input_shape, None, min_size=min_input_size)
+        lqz_weights = "imagenet" if weights == "imagenet" else None
+        model = fn(include_top=include_top, weights=lqz_weights, input_shape=input_shape,
+                   input_tensor=input_tensor, num_classes=num_classes)
+        if weights is not None and weights != "imagenet":
+            load_weights_file(model, weights)
+        return model
+
+    builder.__name__ = name
+    builder.__doc__ = f"{fn.__name__} from larq-zoo ({paper.title})."
+    register_model(
+        name, aliases=aliases, paper=paper, family="larq_zoo",
+        reported={"imagenet2012": {"top1": top1, "top5": top5, "source": "larq-zoo"}},
+        min_input_size=min_input_size, default_recipe="larq_zoo_adam",
+        extra={"larq_zoo": f"{fn.__module__}.{fn.__name__}", "larq_zoo_weights": "imagenet"},
+    )(builder)
+    return builder
+
+
+# ImageNet top-1/top-5 of larq-zoo's released weights (larq-zoo docstrings / docs).
+_wrap("quicknet", lqz.sota.QuickNet, LCE, 63.3, 84.6)
+_wrap("quicknet_small", lqz.sota.QuickNetSmall, LCE, 59.4, 81.8)
+_wrap("quicknet_large", lqz.sota.QuickNetLarge, LCE, 66.9, 87.0)
+_wrap("real_to_binary_net", lqz.literature.RealToBinaryNet, R2B, 65.01, 85.72, aliases=("realtobinarynet",))
+_wrap("binary_densenet28", lqz.literature.BinaryDenseNet28, BDENSE, 60.91, 82.83)
+_wrap("binary_densenet37", lqz.literature.BinaryDenseNet37, BDENSE, 62.89, 84.19)
+_wrap("binary_densenet37_dilated", lqz.literature.BinaryDenseNet37Dilated, BDENSE, 64.34, 85.15)
+_wrap("binary_densenet45", lqz.literature.BinaryDenseNet45, BDENSE, 64.59, 85.21)
+_wrap("meliusnet22", lqz.literature.MeliusNet22, MELIUS, 62.4, 83.9)
+_wrap("xnornet", lqz.literature.XNORNet, XNOR, 44.96, 69.18, min_input_size=64)
+_wrap("dorefanet", lqz.literature.DoReFaNet, DOREFA, 53.39, 76.50, min_input_size=64)
+_wrap("binary_alexnet", lqz.literature.BinaryAlexNet, BNN, 36.30, 61.53, min_input_size=64)
+_wrap("binary_resnet_e18", lqz.literature.BinaryResNetE18, BDENSE, 58.32, 80.79, aliases=("binaryresnete18",))
+_wrap("larq_zoo_birealnet", lqz.literature.BiRealNet,
+      Paper("1808.00278", "Bi-Real Net (larq-zoo's Keras implementation)", "ECCV 2018"), 57.47, 79.84)
