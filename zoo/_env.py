@@ -14,14 +14,40 @@ KERAS3_MESSAGE = (
 )
 
 
+def _quiet_import_tensorflow():
+    """Import TensorFlow with the C++ start-up chatter (CUDA plugin registration on
+    machines without a GPU) kept off stderr; ZOO_TF_VERBOSE=1 shows it."""
+    if os.environ.get("ZOO_TF_VERBOSE") == "1":
+        import tensorflow  # noqa: F401
+
+        return
+    try:
+        stderr_fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # e.g. a captured stream in tests
+        import tensorflow  # noqa: F401
+
+        return
+    sys.stderr.flush()
+    saved = os.dup(stderr_fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stderr_fd)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, stderr_fd)
+        os.close(saved)
+        os.close(devnull)
+
+
 def ensure_legacy_keras():
     """Set ``TF_USE_LEGACY_KERAS=1`` or raise if it is too late for it."""
     if "tensorflow" not in sys.modules:
         os.environ["TF_USE_LEGACY_KERAS"] = "1"
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ chatter off; errors still raise
+        _quiet_import_tensorflow()
         return
     import tensorflow as tf
 
-    if str(getattr(tf.keras, "__version__", "")).startswith("2."):
+    if tf.keras.layers.Layer.__module__.startswith("tf_keras"):
         return
     raise ImportError(KERAS3_MESSAGE)

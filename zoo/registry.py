@@ -46,7 +46,7 @@ class Registry(Generic[T]):
         return entry
 
     def canonical(self, name: str) -> str:
-        key = str(name).strip().lower()
+        key = str(name).strip().lower().replace("-", "_")
         if key in self._entries:
             return key
         if key in self._aliases:
@@ -63,8 +63,11 @@ class Registry(Generic[T]):
         return self._entries[self.canonical(name)]
 
     def __contains__(self, name: str) -> bool:
-        key = str(name).strip().lower()
-        return key in self._entries or key in self._aliases
+        try:
+            self.canonical(name)
+        except UnknownNameError:
+            return False
+        return True
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
@@ -115,7 +118,7 @@ class ModelEntry:
     # (H, W, C) the paper evaluates at; OPs in `zoo info` are computed there
     input_size: tuple = (224, 224, 3)
     # smallest spatial size the architecture accepts (it downsamples by this much)
-    min_input_size: int = 32
+    min_input_size: int = 16
     default_recipe: str = "default"
     binary: bool = True
     # weight specs by tag (filled from weights/manifest.json)

@@ -12,6 +12,7 @@ two-step recipe pre-trains first; the weights transfer one to one.
 """
 from __future__ import annotations
 
+import larq as lq
 import tensorflow as tf
 
 from zoo import layers as zl
@@ -49,7 +50,10 @@ class _Convs:
 
     def binary(self, x, filters, kernel_size, strides=1, input_quantizer=None):
         kw = dict(kernel_quantizer="magnitude_aware_sign", kernel_constraint="weight_clip")
-        if not self.binary_weights:
+        if self.binary_weights == "latent_free":
+            # weights stored as +-1 and flipped by Bop (arXiv 1906.02107), no latent weights
+            kw = dict(kernel_quantizer=lq.quantizers.NoOp(precision=1), kernel_constraint=None)
+        elif not self.binary_weights:
             kw = dict(kernel_quantizer=None, kernel_constraint=None)
         x = zl.quant_conv(
             x, filters, kernel_size, strides,
@@ -126,7 +130,7 @@ def birealnet(
     input_tensor=None,
     num_classes: int = 1000,
     activation: str = "approx_sign",
-    binary_weights: bool = True,
+    binary_weights=True,  # True | False (real, for pre-training) | "latent_free" (for Bop)
     bn_momentum: float = 0.8,  # larq-zoo's Bi-Real Net (Keras); PyTorch code uses 0.9 (= 0.1 there)
     bn_epsilon: float = 1e-3,
     kernel_initializer="glorot_normal",
@@ -135,7 +139,7 @@ def birealnet(
     if depth not in BASIC_REPEATS and depth not in BOTTLENECK_REPEATS:
         raise ValueError(f"Bi-Real Net depth must be one of 18, 34, 50, 101, 152; got {depth}.")
     convs = _Convs(activation, binary_weights, bn_momentum, bn_epsilon, kernel_initializer)
-    inputs = zl.image_input(input_shape, input_tensor, min_size=32)
+    inputs = zl.image_input(input_shape, input_tensor, min_size=16)
     x = _stem(inputs, convs)
     if depth in BASIC_REPEATS:
         x = _basic_body(x, BASIC_REPEATS[depth], convs)

@@ -22,7 +22,7 @@ R2B = Paper("2003.11535", "Training Binary Neural Networks with Real-to-Binary C
 LCE = Paper("2011.09398", "Larq Compute Engine: Design, Benchmark, and Deploy State-of-the-Art Binarized Neural Networks", "MLSys 2021")
 
 
-def _wrap(name, fn, paper, top1, top5, min_input_size=32, aliases=()):
+def _wrap(name, fn, paper, top1, top5, min_input_size=16, aliases=()):
     """Register a larq-zoo model function under ``name``."""
 
     def builder(*, include_top=True, weights=None, input_shape=None, input_tensor=None,

@@ -1,0 +1,110 @@
+"""ReActNet's distributional loss: train a student to match a frozen real-valued
+teacher's output distribution (arXiv 2003.03488 §4.2)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+import tensorflow as tf
+
+from zoo.errors import InvalidInputError, ZooError
+
+_EPS = 1e-7
+
+
+def distributional_loss(teacher_probs, student_probs):
+    """Mean over the batch of KL(teacher || student) = sum_c p_t (log p_t - log p_s).
+
+    The official code minimises the cross-entropy -sum p_t log p_s, which differs
+    from this KL only by the teacher's entropy, a constant for the student."""
+    teacher_probs = tf.clip_by_value(tf.cast(teacher_probs, tf.float32), _EPS, 1.0)
+    student_probs = tf.clip_by_value(tf.cast(student_probs, tf.float32), _EPS, 1.0)
+    kl = tf.reduce_sum(teacher_probs * (tf.math.log(teacher_probs) - tf.math.log(student_probs)), axis=-1)
+    return tf.reduce_mean(kl)
+
+
+class Distiller(tf.keras.Model):
+    """Wraps a student so that ``fit`` minimises the distributional loss against
+    a frozen teacher (plus ``label_weight`` x the compiled label loss, 0 in the
+    paper). ``evaluate`` / ``predict`` run the student alone."""
+
+    def __init__(self, student, teacher, label_weight: float = 0.0, **kwargs):
+        super().__init__(name=f"{student.name}_distilled", **kwargs)
+        self.student = student
+        self.teacher = teacher
+        self.teacher.trainable = False
+        self.label_weight = float(label_weight)
+        self.distill_tracker = tf.keras.metrics.Mean(name="distill_loss")
+        self.total_tracker = tf.keras.metrics.Mean(name="total_loss")
+
+    def call(self, inputs, training=False):
+        return self.student(inputs, training=training)
+
+    @property
+    def metrics(self):
+        return [*super().metrics, self.distill_tracker, self.total_tracker]
+
+    def train_step(self, data):
+        x, y = data[0], data[1]
+        teacher_probs = self.teacher(x, training=False)
+        with tf.GradientTape() as tape:
+            student_probs = self.student(x, training=True)
+            distill = distributional_loss(teacher_probs, student_probs)
+            loss = distill + tf.add_n([tf.constant(0.0)] + list(self.student.losses))
+            if self.label_weight:
+                loss += self.label_weight * self.compiled_loss(y, student_probs)
+        variables = self.student.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.distill_tracker.update_state(distill)
+        self.total_tracker.update_state(loss)
+        self.compiled_metrics.update_state(y, student_probs)
+        results = {m.name: m.result() for m in self.metrics if m.name != "total_loss"}
+        results["loss"] = self.total_tracker.result()  # epoch mean, as Keras reports it
+        return results
+
+    def test_step(self, data):
+        x, y = data[0], data[1]
+        student_probs = self.student(x, training=False)
+        self.compiled_loss(y, student_probs)
+        self.compiled_metrics.update_state(y, student_probs)
+        return {m.name: m.result() for m in self.metrics if m.name not in ("distill_loss", "total_loss")}
+
+
+def load_teacher(teacher: str, input_shape, num_classes: int):
+    """A frozen teacher from: a `zoo train` run directory, ``NAME:WEIGHTS`` (a zoo
+    entry and its weights file) or a saved full Keras model (.h5/.keras)."""
+    from zoo.api import get_entry, load
+    from zoo.training.loop import load_for_evaluation
+
+    path = Path(str(teacher)).expanduser()
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise InvalidInputError(f"Teacher directory {path} has no config.json: pass a `zoo train` run "
+                                    f"directory, NAME:WEIGHTS or a saved Keras model file.")
+        config = json.loads(config_file.read_text())
+        model, _, shape = load_for_evaluation(config["model"], path, config["dataset"])
+    elif path.is_file():
+        try:
+            model = tf.keras.models.load_model(str(path), compile=False)
+        except (OSError, ValueError) as error:
+            raise ZooError(f"Cannot load teacher model {path}: {str(error).splitlines()[0]}. Pass a full "
+                           f"saved Keras model, a run directory or NAME:WEIGHTS.") from error
+        shape = tuple(model.input_shape[1:])
+    elif ":" in str(teacher):
+        name, weights = str(teacher).split(":", 1)
+        get_entry(name)
+        model = load(name, weights=weights, input_shape=input_shape, num_classes=num_classes)
+        shape = tuple(input_shape)
+    else:
+        get_entry(teacher)  # a clear error for unknown names
+        raise InvalidInputError(
+            f"Teacher {teacher!r} needs trained weights: pass a run directory of `zoo train {teacher}`, "
+            f"or {teacher}:PATH_TO_WEIGHTS.h5.")
+    if tuple(shape) != tuple(input_shape):
+        raise InvalidInputError(f"Teacher input {tuple(shape)} differs from the student's {tuple(input_shape)}; "
+                                f"train the teacher with the same --image-size.")
+    if model.output_shape[-1] != num_classes:
+        raise InvalidInputError(f"Teacher has {model.output_shape[-1]} classes, the dataset {num_classes}.")
+    model.trainable = False
+    return model
+
