@@ -14,6 +14,11 @@ from zoo.errors import (  # noqa: E402
 from zoo.registry import MODELS, ModelEntry, Paper, Registry, register_model  # noqa: E402
 from zoo.api import get_entry, info, list_models, load  # noqa: E402
 from zoo import models  # noqa: E402,F401  (registers the model entries)
+from zoo.weights import (  # noqa: E402
+    attach_manifest, decode_predictions, download_weights, preprocess_input,
+)
+
+attach_manifest(strict=False)  # weights/manifest.json (or $ZOO_MANIFEST) -> entry.weights
 
 __version__ = "0.1.0"
 
@@ -21,4 +26,5 @@ __all__ = [
     "load", "list_models", "info", "get_entry", "register_model", "Registry", "ModelEntry",
     "Paper", "MODELS", "ZooError", "UnknownNameError", "DuplicateNameError",
     "InvalidInputError", "DatasetNotFoundError", "WeightsError",
+    "preprocess_input", "decode_predictions", "download_weights",
 ]

@@ -36,7 +36,10 @@ def load(
     ``zoo train`` run directory. ``overrides`` go to the builder (e.g.
     ``activation="clip"`` for Bi-Real Net's real-valued pre-training).
     """
+    from zoo.weights import resolve
+
     entry = get_entry(name)
+    weights = resolve(entry, weights, include_top)
     if input_shape is not None:
         input_shape = tuple(input_shape)
     if int(num_classes) < 1:

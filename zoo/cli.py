@@ -207,5 +207,7 @@ def main(argv=None):
     cli.main(args=argv, prog_name="zoo")
 
 
+from zoo import cli_weights  # noqa: E402,F401  (download, cache, publish, predict)
+
 if __name__ == "__main__":
     main()

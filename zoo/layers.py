@@ -157,3 +157,131 @@ def finish_model(inputs, outputs, name: str, weights=None, input_tensor=None):
 
         load_weights_file(model, weights)
     return model
+
+
+# --- ReActNet (arXiv 2003.03488): RSign and RPReLU -------------------------------------
+
+
+@tf.custom_gradient
+def _sign_with_approx_sign_grad(z):
+    """sign(z) with 0 -> +1 (Larq's convention); gradient 2 - 2|z| on |z| < 1, else 0.
+
+    The gradient is the derivative of Bi-Real Net's piecewise-quadratic ApproxSign
+    (ECCV'18 §3.2), which ReActNet's ``BinaryActivation`` uses too.
+    """
+
+    def grad(dy):
+        abs_z = tf.math.abs(z)
+        return tf.where(abs_z < 1.0, dy * (2.0 - 2.0 * abs_z), tf.zeros_like(dy))
+
+    return lq.math.sign(z), grad
+
+
+@tf.keras.utils.register_keras_serializable(package="zoo")
+class RSign(lq.quantizers.Quantizer):
+    """ReActNet's RSign: ``sign(x + b)`` with a learnable per-channel shift ``b`` (init 0).
+
+    Forward: +1 where ``x + b >= 0``, else -1. Backward: ApproxSign's gradient
+    ``2 - 2|x + b|`` (0 outside ``|x + b| < 1``) with respect to both ``x`` and ``b``
+    (summed over all but the channel axis for ``b``). The paper writes the threshold
+    as ``alpha_c``, i.e. ``b = -alpha_c``; the official code's ``LearnableBias``.
+
+    A Larq quantizer with ``precision = 1``: pass it as ``input_quantizer=RSign()`` of a
+    ``QuantConv2D`` and Larq's profile (and :func:`zoo.costs.model_costs`) counts that
+    conv's MACs as binary. The shift is stored as the weight named ``bias`` (so the
+    profile does not mistake it for a kernel); it is built on the first call from the
+    last axis of the input. It also works as a standalone layer.
+    """
+
+    precision = 1
+
+    def __init__(self, bias_initializer="zeros", bias_regularizer=None, bias_constraint=None,
+                 **kwargs):
+        self.bias_initializer = tf.keras.initializers.get(bias_initializer)
+        self.bias_regularizer = tf.keras.regularizers.get(bias_regularizer)
+        self.bias_constraint = tf.keras.constraints.get(bias_constraint)
+        super().__init__(**kwargs)
+
+    def build(self, input_shape):
+        channels = tf.TensorShape(input_shape)[-1]
+        if channels is None:
+            raise ValueError(f"RSign needs a known last (channel) dimension, got {input_shape}.")
+        self.bias = self.add_weight(
+            name="bias", shape=(int(channels),), initializer=self.bias_initializer,
+            regularizer=self.bias_regularizer, constraint=self.bias_constraint, trainable=True,
+        )
+        super().build(input_shape)
+
+    def call(self, inputs):
+        return _sign_with_approx_sign_grad(inputs + tf.cast(self.bias, inputs.dtype))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "bias_initializer": tf.keras.initializers.serialize(self.bias_initializer),
+            "bias_regularizer": tf.keras.regularizers.serialize(self.bias_regularizer),
+            "bias_constraint": tf.keras.constraints.serialize(self.bias_constraint),
+        }
+
+
+@tf.keras.utils.register_keras_serializable(package="zoo")
+class RPReLU(tf.keras.layers.Layer):
+    """ReActNet's RPReLU: shift -> per-channel PReLU -> shift.
+
+    ``y = PReLU(x + b_in) + b_out`` with ``PReLU(z) = z`` for ``z > 0`` and
+    ``alpha * z`` otherwise; ``b_in``, ``alpha`` and ``b_out`` have one value per
+    channel (last axis), shared over all other axes. Paper form:
+    ``f(x) = x - gamma + zeta`` if ``x > gamma`` else ``beta (x - gamma) + zeta``,
+    i.e. ``gamma = -b_in``, ``beta = alpha``, ``zeta = b_out``. Inits follow the
+    official PyTorch code: shifts 0, slope 0.25 (``nn.PReLU``'s default).
+    """
+
+    def __init__(self, alpha_initializer=0.25, bias_initializer="zeros", alpha_regularizer=None,
+                 alpha_constraint=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(alpha_initializer, (int, float)):
+            alpha_initializer = tf.keras.initializers.Constant(float(alpha_initializer))
+        self.alpha_initializer = tf.keras.initializers.get(alpha_initializer)
+        self.bias_initializer = tf.keras.initializers.get(bias_initializer)
+        self.alpha_regularizer = tf.keras.regularizers.get(alpha_regularizer)
+        self.alpha_constraint = tf.keras.constraints.get(alpha_constraint)
+
+    def build(self, input_shape):
+        channels = tf.TensorShape(input_shape)[-1]
+        if channels is None:
+            raise ValueError(f"RPReLU needs a known last (channel) dimension, got {input_shape}.")
+        shape = (int(channels),)
+        self.bias_in = self.add_weight(name="bias_in", shape=shape,
+                                       initializer=self.bias_initializer, trainable=True)
+        self.alpha = self.add_weight(name="alpha", shape=shape, initializer=self.alpha_initializer,
+                                     regularizer=self.alpha_regularizer,
+                                     constraint=self.alpha_constraint, trainable=True)
+        self.bias_out = self.add_weight(name="bias_out", shape=shape,
+                                        initializer=self.bias_initializer, trainable=True)
+        super().build(input_shape)
+
+    def call(self, inputs):
+        z = inputs + tf.cast(self.bias_in, inputs.dtype)
+        alpha = tf.cast(self.alpha, inputs.dtype)
+        y = tf.nn.relu(z) - alpha * tf.nn.relu(-z)
+        return y + tf.cast(self.bias_out, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "alpha_initializer": tf.keras.initializers.serialize(self.alpha_initializer),
+            "bias_initializer": tf.keras.initializers.serialize(self.bias_initializer),
+            "alpha_regularizer": tf.keras.regularizers.serialize(self.alpha_regularizer),
+            "alpha_constraint": tf.keras.constraints.serialize(self.alpha_constraint),
+        }
+
+
+# Larq's quantizer lookup falls back to the bare class name when a model is loaded from a
+# full-model h5 file (legacy deserialization ignores the "zoo>" registered name), so the
+# zoo quantizers used as QuantConv2D input quantizers are also known under that name.
+for _quantizer_cls in (Clip, RSign):
+    tf.keras.utils.get_custom_objects().setdefault(_quantizer_cls.__name__, _quantizer_cls)
+del _quantizer_cls

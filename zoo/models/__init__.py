@@ -1,2 +1,4 @@
 """Model entries: one module per paper; importing them registers them."""
 from zoo.models import birealnet, larq_zoo_models, resnet  # noqa: F401
+from zoo.models import binarynet  # noqa: F401,E402  (BinaryNet; latent-free switch of xnornet for Bop)
+from zoo.models import reactnet  # noqa: F401,E402  (ReActNet-A/B/C, ReAct-ResNet-18)

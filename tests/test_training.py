@@ -1,0 +1,277 @@
+"""Training: LR schedules, recipe overrides, stage-to-stage weight transfer and
+short real runs on Fashion-MNIST (a few hundred images)."""
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import zoo  # noqa: F401  (before TensorFlow: Keras 2)
+import tensorflow as tf  # noqa: E402
+
+from zoo import InvalidInputError, UnknownNameError, ZooError  # noqa: E402
+from zoo.training import (  # noqa: E402
+    RECIPES, StageSchedule, evaluate_model, get_recipe, load_for_evaluation, train,
+    transfer_weights,
+)
+
+needs_fmnist = pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz").is_file()
+    and not (Path.home() / "tensorflow_datasets" / "fashion_mnist").is_dir(),
+    reason="Fashion-MNIST not available")
+
+SMALL = dict(epochs=1, batch_size=32, limit=256, eval_limit=200, image_size=28)
+
+
+def _lr(schedule, step):
+    return float(schedule(tf.constant(step)))
+
+
+# ----------------------------------------------------------------------------- schedules
+
+
+def test_linear_schedule_decays_to_zero():
+    schedule = StageSchedule(0.4, 100, "linear")
+    assert _lr(schedule, 0) == pytest.approx(0.4)
+    assert _lr(schedule, 25) == pytest.approx(0.3)
+    assert _lr(schedule, 50) == pytest.approx(0.2)
+    assert _lr(schedule, 99) == pytest.approx(0.004, rel=1e-4)
+    assert _lr(schedule, 100) == 0.0
+    assert _lr(schedule, 150) == 0.0  # clipped, never negative
+
+
+def test_cosine_schedule():
+    schedule = StageSchedule(0.4, 100, "cosine")
+    assert _lr(schedule, 0) == pytest.approx(0.4)
+    assert _lr(schedule, 50) == pytest.approx(0.2, rel=1e-5)
+    assert _lr(schedule, 25) == pytest.approx(0.4 * 0.5 * (1 + np.cos(np.pi / 4)), rel=1e-5)
+    assert _lr(schedule, 100) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_step_schedule():
+    schedule = StageSchedule(0.5, 30, "step", milestones=[10, 20], gamma=0.1)
+    assert _lr(schedule, 0) == pytest.approx(0.5)
+    assert _lr(schedule, 9) == pytest.approx(0.5)
+    assert _lr(schedule, 10) == pytest.approx(0.05)
+    assert _lr(schedule, 19) == pytest.approx(0.05)
+    assert _lr(schedule, 20) == pytest.approx(0.005)
+    assert _lr(schedule, 25) == pytest.approx(0.005)
+    # no milestones: constant
+    assert _lr(StageSchedule(0.5, 30, "step"), 29) == pytest.approx(0.5)
+
+
+def test_constant_schedule_and_warmup():
+    assert _lr(StageSchedule(0.2, 10, "constant"), 7) == pytest.approx(0.2)
+    warm = StageSchedule(1.0, 100, "constant", warmup_steps=10)
+    assert _lr(warm, 0) == pytest.approx(0.1)
+    assert _lr(warm, 4) == pytest.approx(0.5)
+    assert _lr(warm, 9) == pytest.approx(1.0)
+    assert _lr(warm, 60) == pytest.approx(1.0)
+    linear_warm = StageSchedule(1.0, 100, "linear", warmup_steps=10)
+    assert _lr(linear_warm, 4) == pytest.approx(0.5 * 0.96)
+    assert _lr(linear_warm, 50) == pytest.approx(0.5)
+
+
+def test_schedule_config_and_bad_kind():
+    schedule = StageSchedule(0.1, 50, "step", milestones=[10, 20], gamma=0.5, warmup_steps=3)
+    clone = StageSchedule.from_config(schedule.get_config())
+    for step in (0, 2, 15, 30):
+        assert _lr(clone, step) == _lr(schedule, step)
+    with pytest.raises(ValueError, match="Unknown schedule"):
+        StageSchedule(0.1, 10, "exponential")
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+def test_recipe_resolve_overrides_every_stage():
+    recipe = get_recipe("birealnet_two_step")
+    assert [s.name for s in recipe.stages] == ["real_clip", "binary"]
+    resolved = recipe.resolve(epochs=2, batch_size=16, learning_rate=0.25,
+                              stage_overrides={"label_smoothing": 0.2})
+    for stage in resolved.stages:
+        assert stage.epochs == 2 and stage.batch_size == 16
+        assert stage.learning_rate == 0.25 and stage.label_smoothing == 0.2
+    # the other settings and the registered recipe stay as they were
+    assert resolved.stages[0].model_overrides == {"activation": "clip", "binary_weights": False}
+    assert resolved.stages[1].optimizer == "sgd"
+    assert [s.epochs for s in recipe.stages] == [90, 20]
+    assert get_recipe("birealnet_two_step").stages[0].learning_rate == 0.1
+    # nothing given: unchanged
+    assert recipe.resolve().stages == recipe.stages
+
+
+def test_recipe_resolve_rejects_bad_overrides():
+    recipe = get_recipe("birealnet_adam")
+    with pytest.raises(InvalidInputError, match="nonsense"):
+        recipe.resolve(stage_overrides={"nonsense": 1})
+    with pytest.raises(InvalidInputError, match="epochs"):
+        recipe.resolve(epochs=0)
+    with pytest.raises(InvalidInputError):
+        recipe.resolve(batch_size=0)
+
+
+def test_recipe_names():
+    assert "birealnet_adam" in RECIPES.names() and "birealnet_two_step" in RECIPES.names()
+    assert get_recipe("birealnet").name == "birealnet_two_step"
+    with pytest.raises(UnknownNameError):
+        get_recipe("birealnet_two_stpe")
+    assert zoo.get_entry("birealnet18").default_recipe in RECIPES
+
+
+# ----------------------------------------------------------------------------- weight transfer
+
+
+def test_transfer_weights_from_real_clip_to_binary():
+    shape = dict(input_shape=(32, 32, 3), num_classes=10)
+    real = zoo.load("birealnet18", activation="clip", binary_weights=False, **shape)
+    binary = zoo.load("birealnet18", **shape)
+    assert len(real.weights) == len(binary.weights)
+    before = [np.array_equal(a, b) for a, b in zip(real.get_weights(), binary.get_weights())]
+    assert not all(before)  # independently initialised
+
+    count = transfer_weights(real, binary)
+    assert count == len(binary.weights) > 0
+    for source, target in zip(real.weights, binary.weights):
+        assert np.array_equal(source.numpy(), target.numpy()), target.name
+    # same weights, other quantizers: the outputs differ
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    assert not np.allclose(real(x, training=False), binary(x, training=False))
+
+    other = zoo.load("birealnet34", **shape)
+    with pytest.raises(ZooError, match="Cannot initialise"):
+        transfer_weights(binary, other)
+    with pytest.raises(ZooError):
+        transfer_weights(other, binary)
+
+
+# ----------------------------------------------------------------------------- real runs
+
+
+def _rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory):
+    output = tmp_path_factory.mktemp("runs") / "bireal"
+    results = train("birealnet18", "fashion_mnist", output=output, verbose=0, **SMALL)
+    return output, results
+
+
+@needs_fmnist
+def test_train_writes_the_run_directory(one_epoch_run):
+    output, results = one_epoch_run
+    for name in ("config.json", "summary.csv", "checkpoints/epoch001.h5", "weights.h5",
+                 "results.json", "curves.png"):
+        assert (output / name).is_file() and (output / name).stat().st_size > 0, name
+    assert list((output / "logs").rglob("events.out.tfevents*"))
+    assert not (output / ".write_test").exists()
+
+    config = json.loads((output / "config.json").read_text())
+    assert config["model"] == "birealnet18" and config["dataset"] == "fashion_mnist"
+    assert config["input_shape"] == [28, 28, 3] and config["num_classes"] == 10
+    assert config["train_examples"] == 256 and config["limit"] == 256
+    assert config["recipe"]["name"] == "birealnet_adam"
+    [stage] = config["recipe"]["stages"]
+    assert stage["epochs"] == 1 and stage["batch_size"] == 32
+    assert {"tensorflow", "larq", "keras"} <= set(config["versions"])
+
+    [row] = _rows(output / "summary.csv")
+    assert row["epoch"] == "1" and row["stage"] == "binary" and row["stage_epoch"] == "1"
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "val_top5"):
+        assert np.isfinite(float(row[key])), key
+    assert 0 <= float(row["val_accuracy"]) <= 100
+    # linear schedule over 8 steps: after the epoch the LR has reached 0
+    assert float(row["lr"]) == pytest.approx(0.0, abs=1e-9)
+
+    saved = json.loads((output / "results.json").read_text())
+    assert saved["top1"] == results["top1"] and saved["examples"] == 200
+    assert saved["epochs"] == 1 and saved["input_shape"] == [28, 28, 3]
+    assert 0 <= saved["top1"] <= saved["top5"] <= 100
+    assert saved["top1"] * 2 == pytest.approx(round(saved["top1"] * 2))  # k/200 images
+    # the last checkpoint is the final weights
+    assert (output / "checkpoints/epoch001.h5").read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"
+
+
+@needs_fmnist
+def test_evaluate_reproduces_results(one_epoch_run):
+    output, _ = one_epoch_run
+    saved = json.loads((output / "results.json").read_text())
+    # a weights file next to its config.json; aliases work (the run directory: test_cli.py)
+    net, spec, input_shape = load_for_evaluation("birealnet", output / "weights.h5", "fmnist")
+    assert tuple(input_shape) == (28, 28, 3) and spec.name == "fashion_mnist"
+    # 1000-class params minus the classifier difference: 11,699,112 - 513 * 1000 + 513 * 10
+    assert net.count_params() == 11_699_112 - 513 * 990
+    results = evaluate_model(net, spec, input_shape, limit=200)
+    assert results["top1"] == saved["top1"]
+    assert results["top5"] == saved["top5"]
+    assert results["loss"] == pytest.approx(saved["loss"], rel=1e-5)
+    assert results["examples"] == 200
+
+
+@needs_fmnist
+def test_second_train_into_same_dir_refuses(one_epoch_run):
+    output, _ = one_epoch_run
+    config = (output / "config.json").read_text()
+    with pytest.raises(ZooError, match="already holds a training run"):
+        train("birealnet18", "fashion_mnist", output=output, verbose=0, **SMALL)
+    assert (output / "config.json").read_text() == config
+
+
+def test_unwritable_output_raises(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(ZooError, match="Cannot write to output directory"):
+        train("birealnet18", "fashion_mnist", output=blocker / "run", verbose=0, **SMALL)
+    with pytest.raises(ZooError, match="Cannot write"):
+        train("birealnet18", "fashion_mnist", output=blocker, verbose=0, **SMALL)
+
+
+def test_train_rejects_bad_arguments_before_writing(tmp_path):
+    with pytest.raises(UnknownNameError):
+        train("nosuchmodel", output=tmp_path / "a", verbose=0, **SMALL)
+    with pytest.raises(UnknownNameError):
+        train("birealnet18", recipe="nosuchrecipe", output=tmp_path / "b", verbose=0, **SMALL)
+    with pytest.raises(InvalidInputError):
+        train("birealnet18", output=tmp_path / "c", stage_overrides={"bogus": 1}, verbose=0,
+              **SMALL)
+    assert not any(tmp_path.iterdir())
+
+
+@needs_fmnist
+def test_two_stage_recipe(tmp_path):
+    output = tmp_path / "two"
+    results = train("birealnet18", "fashion_mnist", recipe="birealnet_two_step", output=output,
+                    verbose=0, **{**SMALL, "limit": 64, "eval_limit": 50})
+    rows = _rows(output / "summary.csv")
+    assert [(r["epoch"], r["stage"], r["stage_epoch"]) for r in rows] == [
+        ("1", "real_clip", "1"), ("2", "binary", "1")]
+    for name in ("real_clip_weights.h5", "binary_weights.h5", "weights.h5",
+                 "checkpoints/real_clip_epoch001.h5", "checkpoints/binary_epoch001.h5",
+                 "results.json", "curves.png"):
+        assert (output / name).is_file(), name
+    assert sorted(p.name for p in (output / "logs").iterdir()) == ["binary", "real_clip"]
+    assert results["epochs"] == 2
+    config = json.loads((output / "config.json").read_text())
+    assert [s["name"] for s in config["recipe"]["stages"]] == ["real_clip", "binary"]
+    assert all(s["epochs"] == 1 and s["batch_size"] == 32 for s in config["recipe"]["stages"])
+
+    # stage 2 started from stage 1's weights and trained on: the files differ, but hold
+    # the same tensors; the final weights are the binary stage's
+    import h5py
+
+    def arrays(name):
+        found = {}
+        with h5py.File(output / name, "r") as handle:
+            handle.visititems(lambda key, item: found.__setitem__(key, item[()])
+                              if isinstance(item, h5py.Dataset) else None)
+        return found
+
+    real, binary, final = (arrays(n) for n in ("real_clip_weights.h5", "binary_weights.h5",
+                                                "weights.h5"))
+    assert real.keys() == binary.keys() == final.keys() and len(real) > 50
+    assert any(not np.array_equal(real[k], binary[k]) for k in real)
+    assert all(np.array_equal(binary[k], final[k]) for k in binary)
