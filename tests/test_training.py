@@ -263,15 +263,15 @@ def test_two_stage_recipe(tmp_path):
     # the same tensors; the final weights are the binary stage's
     import h5py
 
-    def arrays(name):
-        found = {}
+    def arrays(name):  # Keras' HDF5 layout: layers in model order, then their weights
         with h5py.File(output / name, "r") as handle:
-            handle.visititems(lambda key, item: found.__setitem__(key, item[()])
-                              if isinstance(item, h5py.Dataset) else None)
-        return found
+            return [handle[layer][weight][()]
+                    for layer in handle.attrs["layer_names"]
+                    for weight in handle[layer].attrs["weight_names"]]
 
     real, binary, final = (arrays(n) for n in ("real_clip_weights.h5", "binary_weights.h5",
                                                 "weights.h5"))
-    assert real.keys() == binary.keys() == final.keys() and len(real) > 50
-    assert any(not np.array_equal(real[k], binary[k]) for k in real)
-    assert all(np.array_equal(binary[k], final[k]) for k in binary)
+    assert len(real) == len(binary) == len(final) > 50
+    assert [a.shape for a in real] == [a.shape for a in binary]
+    assert any(not np.array_equal(a, b) for a, b in zip(real, binary))
+    assert all(np.array_equal(a, b) for a, b in zip(binary, final))

@@ -27,18 +27,28 @@ def load(
     include_top: bool = True,
     input_shape=None,
     input_tensor=None,
-    num_classes: int = 1000,
+    num_classes: Optional[int] = None,
     **overrides,
 ):
     """Build a registered model, keras.applications style.
 
-    ``weights``: ``None`` (random init), a path to an h5 weights file or a
-    ``zoo train`` run directory. ``overrides`` go to the builder (e.g.
-    ``activation="clip"`` for Bi-Real Net's real-valued pre-training).
+    ``name`` may carry a weights tag (``"birealnet18.fashion_mnist"``).
+    ``weights``: ``None`` (random init), a published tag of the entry
+    (``"fashion_mnist"``, ``"imagenet"``), a path to an h5 weights file or a
+    ``zoo train`` run directory; an explicit ``weights`` wins over a tag in the
+    name. With a tag, ``input_shape`` and ``num_classes`` default to the weight
+    set's. ``overrides`` go to the builder (e.g. ``activation="clip"`` for
+    Bi-Real Net's real-valued pre-training).
     """
-    from zoo.weights import resolve
+    from zoo.weights import apply_spec_defaults, resolve, spec_overrides, split_tag
 
+    name, tag = split_tag(name)
     entry = get_entry(name)
+    if weights is None and tag is not None:
+        weights = tag
+    input_shape, num_classes = apply_spec_defaults(entry, weights, include_top, input_shape,
+                                                   num_classes, input_tensor)
+    overrides = {**spec_overrides(entry, weights), **overrides}
     weights = resolve(entry, weights, include_top)
     if input_shape is not None:
         input_shape = tuple(input_shape)

@@ -186,8 +186,9 @@ def _print_results(results, fmt):
 
 @cli.command()
 @click.argument("name")
-@click.option("--weights", required=True, help="Weights file (.h5) or a `zoo train` run directory.")
-@click.option("--dataset", default="fashion_mnist", show_default=True)
+@click.option("--weights", default=None,
+              help="A published tag (e.g. fashion_mnist), a weights file (.h5) or a `zoo train` run directory.")
+@click.option("--dataset", default=None, help="Dataset (default: the weights' own, else fashion_mnist).")
 @click.option("--batch-size", type=int, default=250, show_default=True)
 @click.option("--image-size", type=int, default=None, help="Model input size (default: as trained).")
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N test images.")

@@ -302,14 +302,29 @@ def load_for_evaluation(model: str, weights, dataset: str, image_size: Optional[
 
     A run directory's config.json (next to the weights) fixes the input shape
     and builder overrides; otherwise the same rule as training picks them."""
-    from zoo.weights import resolve_weights_path
+    from zoo.weights import get_spec, is_tag, resolve_weights_path, split_tag
 
+    model, name_tag = split_tag(model)
     entry = get_entry(model)
-    spec = zdata.get_dataset(dataset)
+    if weights is None and name_tag:
+        weights = name_tag
+    if is_tag(entry, weights):  # a published weight set: its own dataset and input shape
+        weight_spec = get_spec(entry, str(weights).strip().lower())
+        if dataset is None:
+            dataset = weight_spec.dataset
+        net = load(entry.name, weights=weight_spec.tag)
+        return net, zdata.get_dataset(dataset), tuple(weight_spec.input_shape)
+    if weights is None:
+        raise InvalidInputError(f"Pass --weights: a weights file, a run directory or a tag of {entry.name}.")
     path = resolve_weights_path(weights)
+    # a run directory's weights.h5 / <stage>_weights.h5, or checkpoints/<stage>_epochNNN.h5
+    config_path = next((d / "config.json" for d in (path.parent, path.parent.parent)
+                        if (d / "config.json").is_file()), path.parent / "config.json")
+    if dataset is None and config_path.is_file():
+        dataset = json.loads(config_path.read_text()).get("dataset")
+    spec = zdata.get_dataset(dataset or "fashion_mnist")
     input_shape = zdata.input_shape_for(spec, entry, image_size)
     overrides: Dict[str, Any] = {}
-    config_path = path.parent / "config.json"
     if config_path.is_file() and image_size is None:
         config = json.loads(config_path.read_text())
         if get_entry(config.get("model", entry.name)).name != entry.name:
@@ -318,8 +333,9 @@ def load_for_evaluation(model: str, weights, dataset: str, image_size: Optional[
         input_shape = tuple(config.get("input_shape", input_shape))
         overrides = dict(config.get("model_overrides") or {})
         stages = config.get("recipe", {}).get("stages", [])
-        if stages and path.name == "weights.h5":
-            overrides = {**stages[-1].get("model_overrides", {}), **overrides}
+        if stages:  # the builder switches of the stage that wrote the file (default: the last)
+            stage = next((st for st in stages if path.name.startswith(f"{st['name']}_")), stages[-1])
+            overrides = {**stage.get("model_overrides", {}), **overrides}
     net = load(entry.name, weights=path, input_shape=input_shape, num_classes=spec.num_classes,
                **overrides)
     return net, spec, input_shape
