@@ -162,6 +162,9 @@ def test_binarynet_architecture():
     assert flatten.output_shape == (None, 4 * 4 * 512)
     features = zoo.load("binarynet", include_top=False, input_shape=(32, 32, 3))
     assert features.output_shape == (None, 4, 4, 512)
+    # the Bop code's variant: first conv 'valid' (32 -> 30 -> 15 -> 7 -> 3)
+    valid = zoo.load("binarynet", include_top=False, input_shape=(32, 32, 3), first_conv_padding="valid")
+    assert valid.output_shape == (None, 3, 3, 512)
     with pytest.raises(zoo.InvalidInputError, match="too small"):
         zoo.load("binarynet", input_shape=(4, 4, 3), num_classes=10)
 

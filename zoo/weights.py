@@ -1221,18 +1221,110 @@ def _copy_into_notop(top, notop) -> int:
     return len(dst)
 
 
+RESULTS_FIELDS = ("model", "tag", "dataset", "split", "examples", "top1", "top5", "loss",
+                  "params", "binary_params", "ops", "input_shape", "file", "recipe", "date")
+
+
+def write_results_csv(manifest: Optional[os.PathLike] = None) -> Path:
+    """``results.csv`` next to the manifest: one row per weight set evaluated by the zoo
+    (records whose metrics came from `zoo publish`, not from a paper or larq-zoo)."""
+    import csv
+
+    mpath = manifest_path(manifest)
+    records = _read_manifest_json(mpath)["records"]
+    target = mpath.parent / "results.csv"
+    tmp = target.with_name(f".results.{uuid.uuid4().hex[:8]}.csv")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=RESULTS_FIELDS)
+        writer.writeheader()
+        for key, record in sorted(records.items()):
+            metrics = record.get("metrics") or {}
+            if "source" in metrics or "examples" not in metrics:  # reported, not evaluated here
+                continue
+            costs = record.get("costs") or {}
+            writer.writerow({
+                "model": record["model"], "tag": record["tag"], "dataset": metrics.get("dataset"),
+                "split": metrics.get("split"), "examples": metrics.get("examples"),
+                "top1": metrics.get("top1"), "top5": metrics.get("top5"), "loss": metrics.get("loss"),
+                "params": costs.get("params"), "binary_params": costs.get("binary_params"),
+                "ops": costs.get("ops"), "input_shape": "x".join(map(str, record.get("input_shape", []))),
+                "file": record["files"]["top"]["file"],
+                "recipe": (record.get("recipe") or {}).get("name"), "date": record.get("date"),
+            })
+    os.replace(tmp, target)
+    return target
+
+
+def compact_binary_kernels(model) -> int:
+    """Replace latent binary kernels by the values the forward pass uses, so that
+    published files compress to a fraction of their float size.
+
+    ``magnitude_aware_sign`` kernels become ``sign(w) * mean|w|`` per output channel
+    and sign-quantized or latent-free (+-1) kernels become ``sign(w)``: the model's
+    outputs are unchanged (to float rounding), only the latent values that training
+    would continue from are dropped. Returns the number of kernels replaced."""
+    import larq as lq
+    import numpy as np
+
+    replaced = 0
+    for layer in model.layers:
+        quantizer = getattr(layer, "kernel_quantizer", None)
+        kernel = getattr(layer, "kernel", None)
+        if quantizer is None or kernel is None:
+            continue
+        values = kernel.numpy()
+        signs = np.where(values >= 0, 1.0, -1.0).astype(values.dtype)  # larq's sign: 0 -> +1
+        if isinstance(quantizer, lq.quantizers.MagnitudeAwareSign):
+            axes = tuple(range(values.ndim - 1))
+            new = signs * np.mean(np.abs(values), axis=axes, keepdims=True)
+        elif isinstance(quantizer, (lq.quantizers.SteSign, lq.quantizers.ApproxSign)) or (
+                isinstance(quantizer, lq.quantizers.NoOp) and getattr(quantizer, "precision", None) == 1):
+            new = signs
+        else:
+            continue
+        kernel.assign(new.astype(values.dtype))
+        replaced += 1
+    return replaced
+
+
+def _gzip_h5(source: Path, target: Path) -> None:
+    """Rewrite an h5 file with every dataset gzip-compressed (h5py reads it transparently)."""
+    import h5py
+
+    with h5py.File(source, "r") as src, h5py.File(target, "w") as dst:
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
+
+        def copy(name, obj):
+            if isinstance(obj, h5py.Group):
+                group = dst.require_group(name)
+                for key, value in obj.attrs.items():
+                    group.attrs[key] = value
+            else:
+                data = obj[()]
+                kwargs = dict(compression="gzip", compression_opts=9, shuffle=True) if obj.shape else {}
+                dataset = dst.create_dataset(name, data=data, **kwargs)
+                for key, value in obj.attrs.items():
+                    dataset.attrs[key] = value
+
+        src.visititems(copy)
+
+
 def _save_hashed(model, folder: Path, stem: str) -> Tuple[Path, str, int]:
-    """Save ``model``'s weights (h5, no optimizer state) as ``{stem}-{sha256[:8]}.h5``."""
+    """Save ``model``'s weights (h5, no optimizer state, gzip-compressed datasets) as
+    ``{stem}-{sha256[:8]}.h5``."""
     tmp = folder / f".{stem}.{uuid.uuid4().hex[:8]}.h5"
+    raw = folder / f".{stem}.{uuid.uuid4().hex[:8]}.raw.h5"
     try:
-        model.save_weights(str(tmp), save_format="h5")
+        model.save_weights(str(raw), save_format="h5")
+        _gzip_h5(raw, tmp)
         digest = sha256_file(tmp)
         final = folder / f"{stem}-{digest[:8]}.h5"
         if final.exists() and sha256_file(final) != digest:
             raise WeightsError(f"{final} exists with other contents; it is never overwritten.")
         os.replace(tmp, final)
     finally:
-        _remove(tmp)
+        _remove(tmp, raw)
     return final, digest, final.stat().st_size
 
 
@@ -1312,6 +1404,7 @@ def publish(
                **overrides)
     notop = load(entry.name, include_top=False, input_shape=input_shape, num_classes=num_classes,
                  **overrides)
+    compact_binary_kernels(top)
     _copy_into_notop(top, notop)
     costs = model_costs(top)
     top_path, top_sha, top_size = _save_hashed(top, folder, f"{entry.name}-{tag}")
@@ -1351,6 +1444,7 @@ def publish(
         data["records"][key] = record
         data["records"] = dict(sorted(data["records"].items()))
         _atomic_write_json(mpath, data)
+    write_results_csv(mpath)
     spec = WeightSpec.from_dict(key, record, str(folder.resolve()))
     if mpath.resolve() == manifest_path().resolve():
         _RECORDS[key] = spec

@@ -96,7 +96,8 @@ def evaluate_model(model, spec, input_shape, batch_size: int = EVAL_BATCH_SIZE, 
     model.compile(loss=SparseCrossentropy(), metrics=classification_metrics(spec.num_classes))
     with contextlib.redirect_stdout(sys.stderr):
         values = model.evaluate(ds, verbose=verbose, return_dict=True)
-    count = limit or zdata.num_examples(spec, "test")
+    total = zdata.num_examples(spec, "test")
+    count = min(limit, total) if limit else total
     return {"top1": 100.0 * values["accuracy"], "top5": 100.0 * values["top5"],
             "loss": float(values["loss"]), "examples": int(count)}
 
@@ -201,6 +202,7 @@ def train(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         stage_overrides=stage_overrides)
     input_shape = zdata.input_shape_for(spec, entry, image_size)
+    total_train = zdata.num_examples(spec, "train")  # fails cleanly before anything is written
     output = Path(output) if output else default_output(entry.name, spec.name)
     _check_output_dir(output)
     if verbose is None:
@@ -218,7 +220,7 @@ def train(
         teacher_model = load_teacher(teacher, input_shape, spec.num_classes)
 
     tf.keras.utils.set_random_seed(seed)
-    train_examples = limit or zdata.num_examples(spec, "train")
+    train_examples = min(limit, total_train) if limit else total_train
     config = {
         "model": entry.name, "dataset": spec.name, "input_shape": list(input_shape),
         "num_classes": spec.num_classes, "seed": seed, "limit": limit, "eval_limit": eval_limit,
@@ -325,12 +327,13 @@ def load_for_evaluation(model: str, weights, dataset: str, image_size: Optional[
     spec = zdata.get_dataset(dataset or "fashion_mnist")
     input_shape = zdata.input_shape_for(spec, entry, image_size)
     overrides: Dict[str, Any] = {}
-    if config_path.is_file() and image_size is None:
+    if config_path.is_file():
         config = json.loads(config_path.read_text())
         if get_entry(config.get("model", entry.name)).name != entry.name:
             raise InvalidInputError(
                 f"{path} holds weights of {config['model']}, not {entry.name}.")
-        input_shape = tuple(config.get("input_shape", input_shape))
+        if image_size is None:
+            input_shape = tuple(config.get("input_shape", input_shape))
         overrides = dict(config.get("model_overrides") or {})
         stages = config.get("recipe", {}).get("stages", [])
         if stages:  # the builder switches of the stage that wrote the file (default: the last)

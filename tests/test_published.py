@@ -1,0 +1,38 @@
+"""The committed weights/: every published Fashion-MNIST set loads offline from the
+repository, verifies, and reproduces its row of weights/results.csv."""
+import csv
+from pathlib import Path
+
+import pytest
+
+import zoo
+from zoo.training import evaluate_model, load_for_evaluation
+from zoo.weights import get_spec, verify_file
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+ROWS = list(csv.DictReader((WEIGHTS / "results.csv").open()))
+FMNIST = sorted((r for r in ROWS if r["dataset"] == "fashion_mnist"), key=lambda r: int(r["params"]))
+
+
+def test_results_csv_lists_published_sets():
+    assert FMNIST, "weights/results.csv has no Fashion-MNIST rows"
+    for row in ROWS:
+        spec = get_spec(row["model"], row["tag"])
+        assert spec.dataset == row["dataset"]
+        assert spec.metrics["top1"] == pytest.approx(float(row["top1"]))
+        assert (WEIGHTS / spec.top.file).is_file()
+
+
+@pytest.mark.parametrize("row", FMNIST[:3], ids=[f"{r['model']}.{r['tag']}" for r in FMNIST[:3]])
+def test_published_weights_reproduce_results_csv(row, monkeypatch):
+    monkeypatch.setenv("ZOO_OFFLINE", "1")  # committed files only, never the network
+    spec = get_spec(row["model"], row["tag"])
+    for weight_file in spec.files():
+        ok, reason = verify_file(WEIGHTS / weight_file.file, weight_file, use_stamp=False)
+        assert ok, f"{weight_file.file}: {reason}"
+    net, dataset, input_shape = load_for_evaluation(row["model"], row["tag"], None)
+    results = evaluate_model(net, dataset, input_shape)
+    assert results["examples"] == int(row["examples"]) == 10000
+    assert results["top1"] == pytest.approx(float(row["top1"]), abs=0.1)
+    assert results["top5"] == pytest.approx(float(row["top5"]), abs=0.1)
+    assert zoo.load(f"{row['model']}.{row['tag']}").count_params() == int(row["params"])
