@@ -8,3 +8,16 @@ import zoo  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS=1 before TensorFlow is 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running test (deselect with -m 'not slow')")
+
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+
+@pytest.fixture
+def fresh_session():
+    """A clean Keras session and a fixed seed around a test."""
+    tf.keras.backend.clear_session()
+    tf.keras.utils.set_random_seed(0)
+    yield
+    tf.keras.backend.clear_session()

@@ -65,11 +65,8 @@ def _params(at_min_size=False):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_session():
-    tf.keras.backend.clear_session()
-    tf.keras.utils.set_random_seed(0)
-    yield
-    tf.keras.backend.clear_session()
+def _fresh(fresh_session):
+    """A clean Keras session and seed for every test (conftest.fresh_session)."""
 
 
 def _predict(model, x):

@@ -11,11 +11,8 @@ from zoo.layers import RPReLU, RSign
 
 
 @pytest.fixture(autouse=True)
-def _fresh_session():
-    tf.keras.backend.clear_session()
-    tf.keras.utils.set_random_seed(0)
-    yield
-    tf.keras.backend.clear_session()
+def _fresh(fresh_session):
+    """A clean Keras session and seed for every test (conftest.fresh_session)."""
 
 
 def _grads(layer, x, upstream, variables):

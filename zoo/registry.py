@@ -33,7 +33,10 @@ class Registry(Generic[T]):
         self._aliases: Dict[str, str] = {}
 
     def register(self, name: str, entry: T, aliases: Sequence[str] = ()) -> T:
-        for key in (name, *aliases):
+        keys = (name, *aliases)
+        if len(set(keys)) != len(keys):
+            raise DuplicateNameError(f"{self.kind} {name!r} repeats a name in its aliases {aliases}.")
+        for key in keys:
             if not _NAME_RE.match(key):
                 raise ValueError(
                     f"Invalid {self.kind} name {key!r}: use lowercase letters, digits and '_'."

@@ -49,16 +49,17 @@ def _wrap(name, fn, paper, top1, top5, min_input_size=16, aliases=()):
 
 
 # ImageNet top-1/top-5 of larq-zoo's released weights (larq-zoo docstrings / docs).
-_wrap("quicknet", lqz.sota.QuickNet, LCE, 63.3, 84.6)
-_wrap("quicknet_small", lqz.sota.QuickNetSmall, LCE, 59.4, 81.8)
-_wrap("quicknet_large", lqz.sota.QuickNetLarge, LCE, 66.9, 87.0)
+_wrap("quicknet", lqz.sota.QuickNet, LCE, 63.3, 84.6, min_input_size=32)
+_wrap("quicknet_small", lqz.sota.QuickNetSmall, LCE, 59.4, 81.8, min_input_size=32)
+_wrap("quicknet_large", lqz.sota.QuickNetLarge, LCE, 66.9, 87.0, min_input_size=32)
 _wrap("real_to_binary_net", lqz.literature.RealToBinaryNet, R2B, 65.01, 85.72, aliases=("realtobinarynet",))
 _wrap("binary_densenet28", lqz.literature.BinaryDenseNet28, BDENSE, 60.91, 82.83)
 _wrap("binary_densenet37", lqz.literature.BinaryDenseNet37, BDENSE, 62.89, 84.19)
 _wrap("binary_densenet37_dilated", lqz.literature.BinaryDenseNet37Dilated, BDENSE, 64.34, 85.15)
 _wrap("binary_densenet45", lqz.literature.BinaryDenseNet45, BDENSE, 64.59, 85.21)
 _wrap("meliusnet22", lqz.literature.MeliusNet22, MELIUS, 62.4, 83.9)
-_wrap("xnornet", lqz.literature.XNORNet, XNOR, 44.96, 69.18, min_input_size=64)
+# its last conv is a 6x6 "valid" one after a /4 stem and three valid 3x3/2 pools
+_wrap("xnornet", lqz.literature.XNORNet, XNOR, 44.96, 69.18, min_input_size=224)
 _wrap("dorefanet", lqz.literature.DoReFaNet, DOREFA, 53.39, 76.50, min_input_size=64)
 _wrap("binary_alexnet", lqz.literature.BinaryAlexNet, BNN, 36.30, 61.53, min_input_size=64)
 _wrap("binary_resnet_e18", lqz.literature.BinaryResNetE18, BDENSE, 58.32, 80.79, aliases=("binaryresnete18",))
