@@ -73,8 +73,20 @@ def add_weight_decay(model, weight_decay: float) -> None:
     code applies it): the gradient of ``wd * ||w||^2 / 2`` is ``wd * w``."""
     if not weight_decay:
         return
-    kernels = [w for w in model.trainable_weights if "kernel" in w.name and len(w.shape) == 4]
+    # not the latent-free +-1 kernels of Bop (precision 1, no quantizer): decay would flip them
+    kernels = [w for w in model.trainable_weights if "kernel" in w.name and len(w.shape) == 4
+               and not _is_latent_free(model, w)]
     model.add_loss(lambda: weight_decay * tf.add_n([tf.nn.l2_loss(k) for k in kernels]))
+
+
+def _is_latent_free(model, variable) -> bool:
+    """Whether ``variable`` is a kernel stored as +-1 (NoOp(precision=1) quantizer)."""
+    import larq as lq
+
+    for layer in model.layers:
+        if getattr(layer, "kernel", None) is variable:
+            return isinstance(getattr(layer, "kernel_quantizer", None), lq.quantizers.NoOp)
+    return False
 
 
 def transfer_weights(source, target) -> int:
