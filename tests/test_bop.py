@@ -17,11 +17,8 @@ from zoo.training.bop import BopCaseOptimizer, bop_of
 
 
 @pytest.fixture(autouse=True)
-def _fresh_session():
-    tf.keras.backend.clear_session()
-    tf.keras.utils.set_random_seed(0)
-    yield
-    tf.keras.backend.clear_session()
+def _fresh(fresh_session):
+    """A clean Keras session and seed for every test (conftest.fresh_session)."""
 
 
 def _binary_variables(model):

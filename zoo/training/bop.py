@@ -101,13 +101,7 @@ class BopCaseOptimizer(lq.optimizers.CaseOptimizer):
     def learning_rate(self, value):
         self.default.learning_rate = value
 
-    @property
-    def lr(self):
-        return self._current_lr()
-
-    @lr.setter
-    def lr(self, value):
-        self.default.learning_rate = value
+    lr = learning_rate
 
 
 def bop_of(optimizer) -> lq.optimizers.Bop:
