@@ -177,12 +177,18 @@ def small_weights(tmp_path_factory):
 # ----------------------------------------------------------------------------- download
 
 
-def test_download_verify_and_load(server, small_weights):
-    source, values = small_weights
+def _serve(server, source):
+    """Put ``source`` on the test server under its hash-named file and write its record."""
     sha = _sha(source)
     name = f"{MODEL}-test-{sha[:8]}.h5"
     (server.root / name).write_bytes(source.read_bytes())
     _write_manifest(_record(name, sha, source.stat().st_size, [f"{server.url}/{name}"]))
+    return name, sha
+
+
+def test_download_verify_and_load(server, small_weights):
+    source, values = small_weights
+    name, sha = _serve(server, source)
     assert "test" in zoo.get_entry(MODEL).weights
     assert MODEL in zoo.list_models(pretrained=True)
 
@@ -204,10 +210,7 @@ def test_download_verify_and_load(server, small_weights):
 
 def test_damaged_cached_file_is_rehashed_and_fetched_again_when_loading_fails(server, small_weights):
     source, values = small_weights
-    sha = _sha(source)
-    name = f"{MODEL}-test-{sha[:8]}.h5"
-    (server.root / name).write_bytes(source.read_bytes())
-    _write_manifest(_record(name, sha, source.stat().st_size, [f"{server.url}/{name}"]))
+    name, sha = _serve(server, source)
     path = zw.download_weights(MODEL, "test")
     # damage the header, keep size and mtime: the verification stamp still matches
     stat = path.stat()
@@ -383,10 +386,7 @@ def _api_takes_tags() -> bool:
 @pytest.mark.skipif(not _api_takes_tags(), reason="zoo.load does not parse NAME.TAG yet")
 def test_load_name_dot_tag_takes_shape_and_classes_from_the_spec(server, small_weights):
     source, values = small_weights
-    sha = _sha(source)
-    name = f"{MODEL}-test-{sha[:8]}.h5"
-    (server.root / name).write_bytes(source.read_bytes())
-    _write_manifest(_record(name, sha, source.stat().st_size, [f"{server.url}/{name}"]))
+    name, sha = _serve(server, source)
     model = zoo.load(f"{MODEL}.test")
     assert model.input_shape[1:] == SHAPE and model.output_shape[-1] == CLASSES
     np.testing.assert_array_equal(model.get_weights()[-1], values[-1])
