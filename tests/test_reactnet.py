@@ -292,3 +292,22 @@ def test_reactnet18_structure_and_smallest_input():
     np.testing.assert_allclose(out.sum(), 1.0, atol=1e-5)
     with pytest.raises(zoo.InvalidInputError, match="too small"):
         zoo.load("reactnet_a", input_shape=(15, 15, 3), num_classes=10)
+
+
+def test_two_step_transfer_moves_every_step1_kernel_into_step2():
+    """The loop's transfer (zoo.training.transfer_weights) carries every trained step-1
+    conv kernel into step 2 (the official MobileNet code silently drops them)."""
+    from zoo.training import transfer_weights
+
+    shape = (32, 32, 3)
+    step1 = zoo.load("reactnet_a", input_shape=shape, num_classes=10, binary_weights=False)
+    rng = np.random.RandomState(0)
+    step1.set_weights([rng.randn(*w.shape).astype("float32") for w in step1.get_weights()])
+    step2 = zoo.load("reactnet_a", input_shape=shape, num_classes=10)
+    assert transfer_weights(step1, step2) == len(step2.weights)
+    convs1 = _layers(step1, lq.layers.QuantConv2D)
+    convs2 = _layers(step2, lq.layers.QuantConv2D)
+    # 13 binary 3x3 convs + 1x1 convs: one in 8 blocks, two in the 5 channel-doubling ones
+    assert len(convs1) == len(convs2) == 13 + 8 + 2 * 5
+    for a, b in zip(convs1, convs2):
+        np.testing.assert_array_equal(a.kernel.numpy(), b.kernel.numpy())
