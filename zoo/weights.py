@@ -1149,12 +1149,11 @@ def read_image(path: os.PathLike):
 def _load_run(name: str, run_path, dataset: Optional[str]):
     """A model from a weights path (file or run dir) plus its feed (dataset from config.json)."""
     from zoo import data as zdata
-    from zoo.training.loop import load_for_evaluation
+    from zoo.training.loop import load_for_evaluation, run_config
 
     path = resolve_weights_path(run_path)
-    config_path = path.parent / "config.json"
-    if dataset is None and config_path.is_file():
-        dataset = json.loads(config_path.read_text()).get("dataset")
+    if dataset is None:
+        dataset = (run_config(path) or {}).get("dataset")
     if dataset is None:
         raise InvalidInputError(f"Pass the dataset {path} was trained on (--dataset): it sets the "
                                 f"preprocessing and labels.")
@@ -1372,14 +1371,13 @@ def publish(
     from zoo import data as zdata
     from zoo.api import get_entry, load
     from zoo.costs import model_costs
-    from zoo.training.loop import evaluate_model
+    from zoo.training.loop import evaluate_model, run_config, run_model_overrides
 
     run = Path(os.path.expanduser(str(run_dir)))
     weights_path = resolve_weights_path(run)
-    config_path = weights_path.parent / "config.json"
-    if not config_path.is_file():
+    config = run_config(weights_path)
+    if config is None:
         raise WeightsError(f"{run} has no config.json: publish a run directory written by `zoo train`.")
-    config = json.loads(config_path.read_text())
     entry = get_entry(config["model"])
     tag = str(tag).strip().lower()
     if not _TAG_RE.match(tag):
@@ -1395,10 +1393,7 @@ def publish(
     dataset = zdata.get_dataset(config["dataset"])
     input_shape = tuple(int(d) for d in config["input_shape"])
     num_classes = int(config.get("num_classes", dataset.num_classes))
-    overrides = dict(config.get("model_overrides") or {})
-    stages = (config.get("recipe") or {}).get("stages") or []
-    if stages and weights_path.name == "weights.h5":
-        overrides = {**stages[-1].get("model_overrides", {}), **overrides}
+    overrides = run_model_overrides(config, weights_path)
 
     top = load(entry.name, weights=weights_path, input_shape=input_shape, num_classes=num_classes,
                **overrides)

@@ -311,6 +311,26 @@ def train(
     return results
 
 
+def run_config(weights_path: Path) -> Optional[Dict[str, Any]]:
+    """The config.json of the `zoo train` run a weights file belongs to: next to it
+    (weights.h5, <stage>_weights.h5) or one folder up (checkpoints/...); None if none."""
+    for folder in (weights_path.parent, weights_path.parent.parent):
+        if (folder / "config.json").is_file():
+            return json.loads((folder / "config.json").read_text())
+    return None
+
+
+def run_model_overrides(config: Dict[str, Any], weights_path: Path) -> Dict[str, Any]:
+    """Builder arguments of the stage that wrote ``weights_path`` (matched by its
+    ``<stage>_`` file-name prefix, default the last stage), plus the run's own."""
+    overrides = dict(config.get("model_overrides") or {})
+    stages = (config.get("recipe") or {}).get("stages") or []
+    if stages:
+        stage = next((st for st in stages if weights_path.name.startswith(f"{st['name']}_")), stages[-1])
+        overrides = {**stage.get("model_overrides", {}), **overrides}
+    return overrides
+
+
 def load_for_evaluation(model: str, weights, dataset: str, image_size: Optional[int] = None):
     """Build ``model`` for ``dataset`` the way ``train`` did and load ``weights``.
 
@@ -331,26 +351,19 @@ def load_for_evaluation(model: str, weights, dataset: str, image_size: Optional[
     if weights is None:
         raise InvalidInputError(f"Pass --weights: a weights file, a run directory or a tag of {entry.name}.")
     path = resolve_weights_path(weights)
-    # a run directory's weights.h5 / <stage>_weights.h5, or checkpoints/<stage>_epochNNN.h5
-    config_path = next((d / "config.json" for d in (path.parent, path.parent.parent)
-                        if (d / "config.json").is_file()), path.parent / "config.json")
-    if dataset is None and config_path.is_file():
-        dataset = json.loads(config_path.read_text()).get("dataset")
+    config = run_config(path)
+    if dataset is None and config is not None:
+        dataset = config.get("dataset")
     spec = zdata.get_dataset(dataset or "fashion_mnist")
     input_shape = zdata.input_shape_for(spec, entry, image_size)
     overrides: Dict[str, Any] = {}
-    if config_path.is_file():
-        config = json.loads(config_path.read_text())
+    if config is not None:
         if get_entry(config.get("model", entry.name)).name != entry.name:
             raise InvalidInputError(
                 f"{path} holds weights of {config['model']}, not {entry.name}.")
         if image_size is None:
             input_shape = tuple(config.get("input_shape", input_shape))
-        overrides = dict(config.get("model_overrides") or {})
-        stages = config.get("recipe", {}).get("stages", [])
-        if stages:  # the builder switches of the stage that wrote the file (default: the last)
-            stage = next((st for st in stages if path.name.startswith(f"{st['name']}_")), stages[-1])
-            overrides = {**stage.get("model_overrides", {}), **overrides}
+        overrides = run_model_overrides(config, path)
     net = load(entry.name, weights=path, input_shape=input_shape, num_classes=spec.num_classes,
                **overrides)
     return net, spec, input_shape
