@@ -161,9 +161,11 @@ def info(name, fmt):
 @click.option("--teacher", default=None,
               help="Teacher for distillation recipes: a `zoo train` run directory, NAME:WEIGHTS.h5 "
                    "or a saved Keras model.")
+@click.option("--arch", default=None,
+              help="Architecture string of a searchable entry (from `zoo search`), e.g. for spos.")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 def train(name, dataset, recipe, epochs, batch_size, learning_rate, output, seed, image_size,
-          limit, eval_limit, settings, teacher, fmt):
+          limit, eval_limit, settings, teacher, arch, fmt):
     """Train model NAME on a dataset with a recipe."""
     from zoo.training import train as run_training
 
@@ -172,7 +174,8 @@ def train(name, dataset, recipe, epochs, batch_size, learning_rate, output, seed
         name, dataset=dataset, recipe=recipe, epochs=epochs, batch_size=batch_size,
         learning_rate=learning_rate, output=output, seed=seed, image_size=image_size,
         limit=limit, eval_limit=eval_limit, stage_overrides=_parse_settings(settings),
-        command=command, teacher=teacher)
+        command=command, teacher=teacher,
+        model_overrides={"arch": arch} if arch is not None else None)
     _print_results(results, fmt)
 
 
