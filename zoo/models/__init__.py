@@ -2,3 +2,4 @@
 from zoo.models import birealnet, larq_zoo_models, resnet  # noqa: F401
 from zoo.models import binarynet  # noqa: F401,E402  (BinaryNet; latent-free switch of xnornet for Bop)
 from zoo.models import reactnet  # noqa: F401,E402  (ReActNet-A/B/C, ReAct-ResNet-18)
+from zoo.models import bmes  # noqa: F401,E402  (binary MobileNet with searched group convs)
