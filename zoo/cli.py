@@ -163,9 +163,14 @@ def info(name, fmt):
                    "or a saved Keras model.")
 @click.option("--arch", default=None,
               help="Architecture string of a searchable entry (from `zoo search`), e.g. for spos.")
+@click.option("--augment", default=None,
+              help="Batch augmentation mixing images and labels (zoo list --kind augmentations): "
+                   "mixup, cutmix, attentive_cutmix.")
+@click.option("--augment-arg", "augment_args", multiple=True, metavar="KEY=VALUE",
+              help="An argument of --augment, e.g. --augment-arg prob=1.0 or extractor=NAME.TAG.")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 def train(name, dataset, recipe, epochs, batch_size, learning_rate, output, seed, image_size,
-          limit, eval_limit, settings, teacher, arch, fmt):
+          limit, eval_limit, settings, teacher, arch, augment, augment_args, fmt):
     """Train model NAME on a dataset with a recipe."""
     from zoo.training import train as run_training
 
@@ -175,6 +180,7 @@ def train(name, dataset, recipe, epochs, batch_size, learning_rate, output, seed
         learning_rate=learning_rate, output=output, seed=seed, image_size=image_size,
         limit=limit, eval_limit=eval_limit, stage_overrides=_parse_settings(settings),
         command=command, teacher=teacher,
+        augment=augment, augment_args=_parse_settings(augment_args),
         model_overrides={"arch": arch} if arch is not None else None)
     _print_results(results, fmt)
 

@@ -200,6 +200,8 @@ def train(
     verbose: Optional[int] = None,
     command: Optional[str] = None,
     teacher: Optional[str] = None,
+    augment: Optional[str] = None,
+    augment_args: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Train ``model`` on ``dataset`` with ``recipe``; returns the final results.
 
@@ -230,6 +232,11 @@ def train(
         from zoo.training.distill import load_teacher
 
         teacher_model = load_teacher(teacher, input_shape, spec.num_classes)
+    augmentation = None
+    if augment:  # a batch transform: mixed images and soft labels (zoo.augment)
+        from zoo.augment import get_augmentation
+
+        augmentation = get_augmentation(augment, spec, input_shape, **(augment_args or {}))
 
     tf.keras.utils.set_random_seed(seed)
     train_examples = min(limit, total_train) if limit else total_train
@@ -238,6 +245,7 @@ def train(
         "num_classes": spec.num_classes, "seed": seed, "limit": limit, "eval_limit": eval_limit,
         "model_overrides": model_overrides or {}, "recipe": recipe_obj.to_dict(),
         "teacher": str(teacher) if teacher_model is not None else None,
+        "augment": None if augmentation is None else {"name": augmentation.name, "args": augmentation.config()},
         "train_examples": train_examples, "versions": versions(),
         "command": command or " ".join(sys.argv),
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -272,6 +280,12 @@ def train(
                         metrics=classification_metrics(spec.num_classes))
         train_ds = zdata.make_dataset(spec, "train", input_shape, stage.batch_size, training=True,
                                       seed=seed + index, limit=limit)
+        if augmentation is not None:  # soft labels: categorical CE, accuracy vs. their argmax
+            from zoo.augment import apply_augmentation, soft_label_training
+
+            train_ds = apply_augmentation(train_ds, augmentation, spec.num_classes, seed=seed + index)
+            soft_loss, soft_metrics = soft_label_training(stage.label_smoothing, spec.num_classes)
+            trainee.compile(optimizer=optimizer, loss=soft_loss, metrics=soft_metrics)
         val_ds = zdata.make_dataset(spec, "test", input_shape, EVAL_BATCH_SIZE, limit=eval_limit)
         prefix = f"{stage.name}_" if len(recipe_obj.stages) > 1 else ""
         callbacks = [
