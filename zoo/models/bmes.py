@@ -41,6 +41,7 @@ from zoo import layers as zl
 from zoo.errors import InvalidInputError
 from zoo.models.reactnet import WIDTHS as REACTNET_WIDTHS
 from zoo.registry import Paper, register_model
+from zoo.training.recipes import REACTNET, Recipe, Stage, register_recipe
 
 BMES = Paper("2005.06305", "Binarizing MobileNet via Evolution-based Searching", "CVPR 2020")
 
@@ -278,7 +279,22 @@ def _network(name, make_conv3x3, *, width, include_top, weights, input_shape, in
     return zl.finish_model(inputs, x, name, weights, input_tensor)
 
 
-_REGISTER = dict(paper=BMES, family="bmes", default_recipe="reactnet_two_step", min_input_size=16)
+# The paper's training schedule is not verified (no code): ReActNet's two steps (Adam 1.25e-3
+# at batch 256, linear decay, 128 epochs per step; binary activations + real weights, then
+# binary weights) with plain cross-entropy, so no teacher is needed.
+register_recipe(Recipe(
+    name="bmes_two_step",
+    description="Searched binary MobileNet from scratch: ReActNet's two steps (real weights, then "
+                "binary weights initialised from them) with cross-entropy; Adam, linear decay.",
+    paper=REACTNET,
+    stages=[Stage(name="step1", epochs=128, learning_rate=1.25e-3, optimizer="adam",
+                  schedule="linear", weight_decay=1e-5, batch_size=256,
+                  model_overrides={"binary_weights": False}),
+            Stage(name="step2", epochs=128, learning_rate=1.25e-3, optimizer="adam",
+                  schedule="linear", weight_decay=0.0, batch_size=256)],
+))
+
+_REGISTER = dict(paper=BMES, family="bmes", default_recipe="bmes_two_step", min_input_size=16)
 
 
 @register_model("bmes", **_REGISTER)
