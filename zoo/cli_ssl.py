@@ -1,0 +1,73 @@
+"""``zoo pretrain``: self-supervised pre-training (MoCo v2, SimCLR, optionally Un-Mix).
+
+Attached to the ``zoo`` click group by ``from zoo import cli_ssl`` at the end of
+zoo/cli.py. ``zoo evaluate NAME --weights DIR --knn --linear-probe`` measures the
+result.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+
+import click
+
+from zoo.cli import FORMATS, ZooCommand, _parse_settings, cli
+
+
+@cli.command("pretrain", cls=ZooCommand)
+@click.argument("name")
+@click.option("--ssl", "method", default="moco", show_default=True,
+              help="Self-supervised method (zoo list --kind ssl): moco (MoCo v2) or simclr.")
+@click.option("--unmix", is_flag=True, help="Add Un-Mix's image-mixture terms to the loss.")
+@click.option("--unmix-prob", type=float, default=0.5, show_default=True,
+              help="Un-Mix: probability of a global mixup (else a CutMix box) per batch.")
+@click.option("--dataset", default="fashion_mnist", show_default=True)
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--lr", "learning_rate", type=float, default=None,
+              help="Peak learning rate (default: SGD 0.06 x batch/512, Adam 1e-3); cosine decay.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
+@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
+@click.option("--output", type=click.Path(file_okay=False), default=None,
+              help="Output directory (default: runs/NAME-METHOD-DATASET-TIME).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--image-size", type=int, default=None, help="Model input size (default: per dataset).")
+@click.option("--limit", type=int, default=None, help="Use only the first N training images.")
+@click.option("--eval-limit", type=int, default=None, help="Final kNN on the first N test images only.")
+@click.option("--knn-every", type=int, default=1, show_default=True,
+              help="kNN monitor every N epochs (0: never) on --monitor-limit test images.")
+@click.option("--monitor-limit", type=int, default=1000, show_default=True)
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Method setting, e.g. --set temperature=0.2 --set queue_size=4096 --set bn_splits=8.")
+@click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+              help="Backbone builder argument, e.g. --model-arg filters=32 for binarynet.")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def pretrain(name, method, unmix, unmix_prob, dataset, epochs, batch_size, learning_rate, optimizer,
+             weight_decay, output, seed, image_size, limit, eval_limit, knn_every, monitor_limit,
+             settings, model_args, fmt):
+    """Self-supervised pre-training of model NAME's backbone (include_top=False)."""
+    from zoo.ssl.trainer import pretrain as run_pretrain
+
+    command = "zoo pretrain " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    results = run_pretrain(
+        name, ssl=method, unmix=unmix, unmix_prob=unmix_prob, dataset=dataset, epochs=epochs,
+        batch_size=batch_size, learning_rate=learning_rate, optimizer=optimizer,
+        weight_decay=weight_decay, output=output, seed=seed, image_size=image_size, limit=limit,
+        eval_limit=eval_limit, knn_every=knn_every, monitor_limit=monitor_limit,
+        method_args=_parse_settings(settings), model_overrides=_parse_settings(model_args),
+        command=command)
+    print_ssl_results(results, fmt)
+
+
+def print_ssl_results(results, fmt):
+    if fmt == "json":
+        click.echo(json.dumps(results, indent=2, default=str))
+        return
+    parts = []
+    if "knn_top1" in results:
+        parts.append(f"kNN top-1 {results['knn_top1']:.2f}% (k={results['knn_k']}, t={results['knn_t']})")
+    if "linear_top1" in results:
+        parts.append(f"linear probe top-1 {results['linear_top1']:.2f}%")
+    click.echo("  ".join(parts) + f"  ({results['examples']} test images, "
+               f"{results['train_examples']} train images)")

@@ -1,0 +1,51 @@
+"""Self-supervised pre-training of zoo backbones: MoCo v2, SimCLR, with or without Un-Mix.
+
+``zoo pretrain NAME --ssl moco|simclr [--unmix]`` trains the ``include_top=False``
+backbone of any zoo entry (binary ones included); ``zoo evaluate NAME --weights
+DIR --knn --linear-probe`` measures it (weighted kNN and a linear probe on the
+frozen features). ``zoo list --kind ssl`` lists the methods.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any, Callable
+
+from zoo.errors import InvalidInputError
+from zoo.registry import Registry
+from zoo.ssl.moco import MoCo
+from zoo.ssl.simclr import SimCLR
+
+
+@dataclasses.dataclass(frozen=True)
+class SSLEntry:
+    name: str
+    factory: Callable[..., Any]
+    description: str
+    paper: str = ""
+
+
+SSL_METHODS: Registry[SSLEntry] = Registry("ssl")
+SSL_METHODS.register("moco", SSLEntry(
+    "moco", MoCo, "MoCo v2: momentum key encoder, queue of negatives, MLP head", "2003.04297"),
+    aliases=("moco_v2", "mocov2"))
+SSL_METHODS.register("simclr", SSLEntry(
+    "simclr", SimCLR, "SimCLR: NT-Xent between the 2N views of a batch, BN MLP head", "2002.05709"))
+
+
+def get_method(name: str, **args):
+    """A configured SSL method; ``args`` are its hyper-parameters (``--set KEY=VALUE``)."""
+    entry = SSL_METHODS.get(name)
+    allowed = set(inspect.signature(entry.factory.__init__).parameters) - {"self"}
+    unknown = sorted(set(args) - allowed)
+    if unknown:
+        raise InvalidInputError(f"{entry.name} has no setting {', '.join(unknown)}; it has "
+                                f"{', '.join(sorted(allowed))}.")
+    return entry.factory(**args)
+
+
+def list_methods(pattern: str = "*"):
+    return SSL_METHODS.names(pattern)
+
+
+__all__ = ["SSL_METHODS", "get_method", "list_methods", "MoCo", "SimCLR"]
