@@ -64,7 +64,8 @@ def cli():
 
 @cli.command("list")
 @click.argument("pattern", default="*")
-@click.option("--kind", type=click.Choice(["models", "recipes", "datasets", "optimizers"]),
+@click.option("--kind", type=click.Choice(["models", "recipes", "datasets", "optimizers",
+                                           "augmentations", "ssl"]),
               default="models", show_default=True, help="What to list.")
 @click.option("--pretrained", is_flag=True, help="Only models with published weights.")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
@@ -89,7 +90,11 @@ def list_command(pattern, kind, pretrained, fmt):
                  ",".join(r["weights"])) for r in records]
         headers = ("name", "aliases", "family", "paper", "imagenet top-1 (reported)", "weights")
     else:
-        registry = {"recipes": RECIPES, "datasets": DATASETS, "optimizers": OPTIMIZERS}[kind]
+        from zoo.augment import AUGMENTATIONS
+        from zoo.ssl import SSL_METHODS
+
+        registry = {"recipes": RECIPES, "datasets": DATASETS, "optimizers": OPTIMIZERS,
+                    "augmentations": AUGMENTATIONS, "ssl": SSL_METHODS}[kind]
         records = []
         for name in registry.names(pattern):
             item = registry.get(name)
@@ -201,10 +206,22 @@ def _print_results(results, fmt):
 @click.option("--batch-size", type=int, default=250, show_default=True)
 @click.option("--image-size", type=int, default=None, help="Model input size (default: as trained).")
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N test images.")
+@click.option("--linear-probe", is_flag=True,
+              help="A `zoo pretrain` backbone (--weights DIR): linear classifier on frozen features.")
+@click.option("--knn", is_flag=True,
+              help="A `zoo pretrain` backbone (--weights DIR): weighted kNN (k=200, t=0.1) accuracy.")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def evaluate(name, weights, dataset, batch_size, image_size, limit, fmt):
+def evaluate(name, weights, dataset, batch_size, image_size, limit, linear_probe, knn, fmt):
     """Top-1 / top-5 accuracy and loss of model NAME on a dataset's test split."""
     from zoo.training import evaluate_model, load_for_evaluation
+
+    if linear_probe or knn:  # a self-supervised backbone (zoo/ssl/probe.py)
+        from zoo.cli_ssl import print_ssl_results
+        from zoo.ssl.probe import evaluate_pretrained
+
+        print_ssl_results(evaluate_pretrained(name, weights, dataset, knn=knn, linear=linear_probe,
+                                              limit=limit), fmt)
+        return
 
     net, spec, input_shape = load_for_evaluation(name, weights, dataset, image_size)
     results = evaluate_model(net, spec, input_shape, batch_size=batch_size, limit=limit,
@@ -218,6 +235,7 @@ def main(argv=None):
 
 
 from zoo import cli_weights  # noqa: E402,F401  (download, cache, publish, predict)
+from zoo import cli_ssl  # noqa: E402,F401  (pretrain)
 
 if __name__ == "__main__":
     main()
