@@ -235,6 +235,7 @@ def main(argv=None):
 
 
 from zoo import cli_weights  # noqa: E402,F401  (download, cache, publish, predict)
+from zoo import cli_deploy  # noqa: E402,F401  (convert, benchmark)
 from zoo import cli_ssl  # noqa: E402,F401  (pretrain)
 
 if __name__ == "__main__":
