@@ -205,8 +205,14 @@ def build_feature_fn(extractor: str, train_spec, input_shape, grid: int, layer: 
         return tf.reduce_mean(images, axis=-1, keepdims=True)
 
     if extractor.lower() in ("resnet50", "keras:resnet50"):
-        base = tf.keras.applications.ResNet50(include_top=False, weights="imagenet",
-                                              input_shape=(224, 224, 3))
+        try:
+            base = tf.keras.applications.ResNet50(include_top=False, weights="imagenet",
+                                                  input_shape=(224, 224, 3))
+        except Exception as error:  # no network, a broken download
+            raise ZooError(
+                f"Cannot load the ImageNet ResNet-50 weights ({RESNET50_NOTOP} in ~/.keras/models): "
+                f"{error}. Put the file there, or pass --augment-arg extractor=NAME.TAG (a published "
+                f"zoo weight set) or a `zoo train` RUN_DIR.") from error
         model = tf.keras.Model(base.input, pick_layer(base, grid, layer))
         model.trainable = False
 
