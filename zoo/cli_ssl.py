@@ -1,4 +1,4 @@
-"""``zoo pretrain``: self-supervised pre-training (MoCo v2, SimCLR, optionally Un-Mix).
+"""``zoo pretrain``: self-supervised pre-training (MoCo v2, SimCLR, BYOL, optionally Un-Mix).
 
 Attached to the ``zoo`` click group by ``from zoo import cli_ssl`` at the end of
 zoo/cli.py. ``zoo evaluate NAME --weights DIR --knn --linear-probe`` measures the
@@ -18,7 +18,7 @@ from zoo.cli import FORMATS, ZooCommand, _parse_settings, cli
 @cli.command("pretrain", cls=ZooCommand)
 @click.argument("name")
 @click.option("--ssl", "method", default="moco", show_default=True,
-              help="Self-supervised method (zoo list --kind ssl): moco (MoCo v2) or simclr.")
+              help="Self-supervised method (zoo list --kind ssl): moco (MoCo v2), simclr or byol.")
 @click.option("--unmix", is_flag=True, help="Add Un-Mix's image-mixture terms to the loss.")
 @click.option("--unmix-prob", type=float, default=0.5, show_default=True,
               help="Un-Mix: probability of a global mixup (else a CutMix box) per batch.")

@@ -1,6 +1,6 @@
-"""Self-supervised pre-training of zoo backbones: MoCo v2, SimCLR, with or without Un-Mix.
+"""Self-supervised pre-training of zoo backbones: MoCo v2, SimCLR, BYOL, with or without Un-Mix.
 
-``zoo pretrain NAME --ssl moco|simclr [--unmix]`` trains the ``include_top=False``
+``zoo pretrain NAME --ssl moco|simclr|byol [--unmix]`` trains the ``include_top=False``
 backbone of any zoo entry (binary ones included); ``zoo evaluate NAME --weights
 DIR --knn --linear-probe`` measures it (weighted kNN and a linear probe on the
 frozen features). ``zoo list --kind ssl`` lists the methods.
@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from zoo.errors import InvalidInputError
 from zoo.registry import Registry
+from zoo.ssl.byol import BYOL
 from zoo.ssl.moco import MoCo
 from zoo.ssl.simclr import SimCLR
 
@@ -31,6 +32,8 @@ SSL_METHODS.register("moco", SSLEntry(
     aliases=("moco_v2", "mocov2"))
 SSL_METHODS.register("simclr", SSLEntry(
     "simclr", SimCLR, "SimCLR: NT-Xent between the 2N views of a batch, BN MLP head", "2002.05709"))
+SSL_METHODS.register("byol", SSLEntry(
+    "byol", BYOL, "BYOL: online predictor regresses a moving-average target, no negatives", "2006.07733"))
 
 
 def get_method(name: str, **args):
@@ -48,4 +51,4 @@ def list_methods(pattern: str = "*"):
     return SSL_METHODS.names(pattern)
 
 
-__all__ = ["SSL_METHODS", "get_method", "list_methods", "MoCo", "SimCLR"]
+__all__ = ["SSL_METHODS", "get_method", "list_methods", "MoCo", "SimCLR", "BYOL"]

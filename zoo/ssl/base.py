@@ -60,6 +60,8 @@ class SSLMethod(tf.Module):
 
     name = "ssl"
     crop_scale = 0.2  # smallest random-resized-crop area of a view
+    symmetric = False  # also L(view 2 -> view 1) in the original term
+    total_steps = 1  # set by the trainer (schedules such as BYOL's momentum)
 
     def build(self, make_backbone: Callable[[], tf.keras.Model]) -> None:
         raise NotImplementedError

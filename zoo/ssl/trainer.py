@@ -144,6 +144,10 @@ class SSLModel(tf.keras.Model):
             else:
                 loss = original = self.method.loss(q, targets)
                 mix_terms = tf.constant(0.0)
+            if self.method.symmetric:  # BYOL: the same loss from view 2 to view 1
+                reverse = self.method.loss(self.method.online(x2, training=True),
+                                           self.method.targets(x1, seed_key))
+                loss, original = loss + reverse, original + reverse
             total = loss
             kernels = [v for v in variables if "kernel" in v.name]
             if self.weight_decay and kernels:
@@ -292,6 +296,7 @@ def pretrain(
         opt = tf.keras.optimizers.legacy.Adam(schedule)
     else:
         raise InvalidInputError(f"optimizer must be sgd or adam, got {optimizer!r}.")
+    method.total_steps = steps * epochs
     trainer = SSLModel(method, unmix=unmix, prob_global=unmix_prob, weight_decay=weight_decay)
     trainer.compile(optimizer=opt)
 
