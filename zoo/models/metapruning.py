@@ -285,11 +285,13 @@ class GeneratedConv2D(tf.keras.layers.Layer):
         self.fc1_kernel = self.add_weight(name="fc1_kernel", shape=(enc, self.hidden),
                                           initializer="glorot_uniform")
         self.fc1_bias = self.add_weight(name="fc1_bias", shape=(self.hidden,), initializer="zeros")
-        # scaled so the generated kernel starts near He-normal for the largest conv
+        # scaled so that at the full encoding (all ratios 1) the generated kernel starts with
+        # He-normal's variance 2 / fan_in: E|ReLU(FC1(enc))|^2 = hidden * enc / (enc + hidden)
+        # for glorot-uniform FC1 weights and zero biases
+        std = np.sqrt(2.0 / fan_in) * np.sqrt((enc + self.hidden) / (self.hidden * enc))
         self.fc2_kernel = self.add_weight(
             name="fc2_kernel", shape=(self.hidden, size),
-            initializer=tf.keras.initializers.RandomNormal(
-                stddev=float(np.sqrt(2.0 / fan_in) / np.sqrt(self.hidden / 4.0))))
+            initializer=tf.keras.initializers.RandomNormal(stddev=float(std)))
         self.fc2_bias = self.add_weight(name="fc2_bias", shape=(size,), initializer="zeros")
         self.encoding = self.add_weight(name="encoding", shape=(enc,), trainable=False,
                                         initializer="ones")

@@ -1,0 +1,209 @@
+"""MetaPruning: ratio -> channels, PruningNet weight cropping, PruningNet = pruned net, FLOPs."""
+import json
+
+import numpy as np
+import pytest
+
+import zoo
+import tensorflow as tf
+
+from zoo.costs import model_costs
+from zoo.models import metapruning as mp
+from zoo.search import SearchConfig, get_search
+from zoo.search.engine import sample_within
+from zoo.search.metapruning import MetaPruningSpace
+
+SHAPE = (16, 16, 3)
+WIDTH = 0.125  # MobileNetV1 bases 4, 8, 16, 16, 32, 32, 64 x 6, 128, 128
+
+
+@pytest.fixture(autouse=True)
+def _fresh(fresh_session):
+    """A clean Keras session and seed for every test (conftest.fresh_session)."""
+
+
+def test_ratio_choices_and_channels_by_hand():
+    assert len(mp.RATIO_PERCENTS) == 31
+    assert mp.RATIO_PERCENTS[:3] == (10, 13, 16) and mp.RATIO_PERCENTS[-1] == 100
+    assert mp.channels_for(32, 10) == 4  # ceil(3.2)
+    assert mp.channels_for(32, 100) == 32
+    assert mp.channels_for(1024, 49) == 502  # ceil(501.76)
+    assert mp.channels_for(8, 10) == 1
+    assert mp.channels_for(100, 52) == 52  # exact products are not rounded up
+    with pytest.raises(zoo.InvalidInputError, match="not one of"):
+        mp.channels_for(32, 50)
+
+
+def test_network_specs():
+    v1 = mp.network_spec("v1", WIDTH)
+    assert v1.num_genes == 13
+    assert v1.base == (4, 8, 16, 16, 32, 32, 64, 64, 64, 64, 64, 64, 128, 128)
+    assert v1.channels([10] * 13)[-1] == 128  # the last block is not pruned
+    v2 = mp.network_spec("v2", 1.0)
+    assert v2.num_genes == 24  # stem + 7 stage outputs + 16 expanded widths
+    assert v2.base[:8] == (32, 16, 24, 32, 64, 96, 160, 320) and v2.base[-1] == 1280
+    assert sum(residual for _, residual in v2.blocks) == 10  # MobileNetV2's 10 residual adds
+
+
+def test_weight_cropping_by_hand():
+    """A 1x1 conv, 3 -> 2 channels max, hidden 2: generated kernel, crop and conv by hand."""
+    layer = mp.GeneratedConv2D("pw", 1, 1, max_in=3, max_out=2, in_gene=0, out_gene=1,
+                               encoding_genes=(0, 1), hidden=2)
+    layer.build((None, 1, 1, 3))
+    layer.fc1_kernel.assign([[1.0, -1.0], [2.0, 0.5]])
+    layer.fc1_bias.assign([0.0, 0.1])
+    layer.fc2_kernel.assign([[1, 2, 3, 4, 5, 6], [10, 20, 30, 40, 50, 60]])
+    layer.fc2_bias.assign(np.zeros(6))
+    layer.encoding.assign([0.5, 1.0])
+    # hidden = relu([0.5 + 2, -0.5 + 0.5] + [0, 0.1]) = [2.5, 0.1]; flat = 2.5 r0 + 0.1 r1
+    full = np.array([3.5, 7, 10.5, 14, 17.5, 21]).reshape(1, 1, 3, 2)
+    np.testing.assert_allclose(layer.full_kernel().numpy(), full, rtol=1e-6)
+    layer.active_in.assign(2)
+    layer.active_out.assign(1)
+    cropped = layer.cropped_kernel().numpy()
+    np.testing.assert_allclose(cropped, full[:, :, :2, :1], rtol=1e-6)
+    np.testing.assert_allclose(cropped.ravel(), [3.5, 10.5], rtol=1e-6)
+    out = layer(np.array([1.0, 2.0, 100.0], np.float32).reshape(1, 1, 1, 3)).numpy().ravel()
+    # active output: 3.5 * 1 + 10.5 * 2 (the inactive input channel is ignored); inactive: 0
+    np.testing.assert_allclose(out, [24.5, 0.0], rtol=1e-6)
+    # the encoding drives the generated weights
+    layer.encoding.assign([1.0, 1.0])
+    assert not np.allclose(layer.full_kernel().numpy(), full)
+
+
+def test_depthwise_cropping():
+    layer = mp.GeneratedConv2D("dw", 3, 1, max_in=6, max_out=6, in_gene=0, out_gene=0,
+                               encoding_genes=(0, 1), hidden=4)
+    layer.build((None, 5, 5, 6))
+    layer.active_in.assign(4)
+    layer.active_out.assign(4)
+    full = layer.full_kernel().numpy()
+    assert full.shape == (3, 3, 6, 1)
+    np.testing.assert_array_equal(layer.cropped_kernel().numpy(), full[:, :, :4, :])
+    x = np.random.default_rng(0).normal(size=(1, 5, 5, 6)).astype(np.float32)
+    out = layer(x).numpy()
+    expected = tf.nn.depthwise_conv2d(x[..., :4], full[:, :, :4, :], [1, 1, 1, 1], "SAME").numpy()
+    np.testing.assert_allclose(out[..., :4], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out[..., 4:], 0.0)
+
+
+def _widths_of_pruned(model, name):
+    layer = model.get_layer(name)
+    kernel = layer.weights[0].shape
+    if isinstance(layer, tf.keras.layers.DepthwiseConv2D):
+        return int(kernel[2]), int(kernel[2])
+    return int(kernel[2]), int(kernel[3])
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_pruningnet_and_pruned_network_agree(version):
+    """Every conv: the PruningNet's cropped widths are the pruned net's, and with the
+    generated weights copied over both compute the same function."""
+    spec = mp.network_spec(version, WIDTH)
+    rng = np.random.default_rng(1)
+    percents = tuple(int(p) for p in rng.choice(mp.RATIO_PERCENTS, spec.num_genes))
+    pruningnet = zoo.load(f"pruningnet_mobilenet_{version}", width=WIDTH, input_shape=SHAPE,
+                          num_classes=10)
+    pruned = zoo.load(f"metapruning_mobilenet_{version}", arch=mp.encode_arch(percents),
+                      width=WIDTH, input_shape=SHAPE, num_classes=10)
+    mp.set_architecture(pruningnet, percents)
+    layers = mp.generated_layers(pruningnet)
+    assert len(layers) == len(spec.convs())
+    for layer in layers:
+        assert (int(layer.active_in), int(layer.active_out)) == _widths_of_pruned(pruned, layer.name)
+    rng_bn = np.random.default_rng(3)
+    for layer in pruningnet.layers:  # trained-looking BN statistics, so the output is not flat
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            layer.set_weights([rng_bn.uniform(0.5, 1.5, w.shape) if i in (0, 3)
+                               else rng_bn.normal(0, 0.1, w.shape)
+                               for i, w in enumerate(layer.get_weights())])
+    mp.pruningnet_to_pruned(pruningnet, pruned, percents)
+    x = np.random.default_rng(2).normal(size=(2,) + SHAPE).astype(np.float32)
+    ours = pruningnet(x, training=False).numpy()
+    np.testing.assert_allclose(ours, pruned(x, training=False).numpy(), rtol=1e-4, atol=1e-6)
+    assert np.ptp(ours) > 1e-3  # not a constant output
+
+    if version == "v1":
+        # the upstream slip (evaluation layer i reading gene i - 1) gives other widths: caught
+        shifted = percents[-1:] + percents[:-1]
+        if shifted != percents:
+            other = zoo.load("metapruning_mobilenet_v1", arch=mp.encode_arch(shifted), width=WIDTH,
+                             input_shape=SHAPE, num_classes=10)
+            with pytest.raises(ValueError):
+                mp.pruningnet_to_pruned(pruningnet, other, percents)
+
+
+def test_v1_flops_against_hand_count():
+    """Unpruned MobileNetV1 at width 0.125 on 16x16: conv MACs layer by layer."""
+    macs = [
+        8 * 8 * 9 * 3 * 4,  # stem 3x3/2, 3 -> 4, 8x8 out
+        8 * 8 * 9 * 4, 8 * 8 * 4 * 8,  # block 1: dw 3x3 (4), pw 4 -> 8
+        4 * 4 * 9 * 8, 4 * 4 * 8 * 16,  # block 2: stride 2 -> 4x4
+        4 * 4 * 9 * 16, 4 * 4 * 16 * 16,  # block 3
+        2 * 2 * 9 * 16, 2 * 2 * 16 * 32,  # block 4: -> 2x2
+        2 * 2 * 9 * 32, 2 * 2 * 32 * 32,  # block 5
+        9 * 32, 32 * 64,  # block 6: -> 1x1
+        5 * (9 * 64 + 64 * 64),  # blocks 7-11
+        9 * 64, 64 * 128,  # block 12
+        9 * 128, 128 * 128,  # block 13
+        128 * 10,  # classifier
+    ]
+    spec = mp.network_spec("v1", WIDTH)
+    full = (100,) * 13
+    model = zoo.load("metapruning_mobilenet_v1", width=WIDTH, input_shape=SHAPE, num_classes=10)
+    assert model_costs(model)["float_macs"] == sum(macs) == mp.conv_flops(spec, full, SHAPE, 10)
+    # pruned: stem at 52% -> ceil(4 * 0.52) = 3 channels: the stem and block 1's dw/pw shrink
+    pruned = (52,) + (100,) * 12
+    delta = 8 * 8 * 9 * 3 * 1 + 8 * 8 * 9 * 1 + 8 * 8 * 1 * 8
+    assert mp.conv_flops(spec, pruned, SHAPE, 10) == sum(macs) - delta
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_space_cost_equals_keras_graph(version):
+    space = MetaPruningSpace(version, WIDTH, SHAPE, 10)
+    candidate = space.random(np.random.default_rng(5))
+    arch = space.encode(candidate)
+    assert space.decode(arch) == candidate
+    model = zoo.load(f"metapruning_mobilenet_{version}", arch=arch, width=WIDTH, input_shape=SHAPE,
+                     num_classes=10)
+    assert space.cost(candidate) == model_costs(model)["float_macs"]
+
+
+def test_constraint_respected_by_sampled_candidates():
+    space = MetaPruningSpace("v1", WIDTH, SHAPE, 10)
+    limit = 0.5 * space.full_cost()
+    rng = np.random.default_rng(0)
+    costs = [space.cost(sample_within(space, limit, rng, 2000)) for _ in range(50)]
+    assert max(costs) <= limit
+
+
+def test_bad_arch_strings_raise():
+    with pytest.raises(zoo.InvalidInputError, match="width percents joined by"):
+        zoo.load("metapruning_mobilenet_v1", arch="half", width=WIDTH, input_shape=SHAPE,
+                 num_classes=10)
+    with pytest.raises(zoo.InvalidInputError, match="expected 13"):
+        zoo.load("metapruning_mobilenet_v1", arch="10-13", width=WIDTH, input_shape=SHAPE,
+                 num_classes=10)
+    with pytest.raises(zoo.InvalidInputError, match="not a width percent"):
+        zoo.load("metapruning_mobilenet_v2", arch="-".join(["50"] * 24), width=WIDTH,
+                 input_shape=SHAPE, num_classes=10)
+
+
+def test_tiny_search_end_to_end(tmp_path):
+    method = get_search("metapruning")
+    assert method.name == "metapruning_mobilenet_v1"
+    assert (method.model, method.supernet) == ("metapruning_mobilenet_v1", "pruningnet_mobilenet_v1")
+    space = MetaPruningSpace("v1", WIDTH, SHAPE, 10)
+    limit = 0.5 * space.full_cost()
+    config = SearchConfig(output=tmp_path, supernet_epochs=1, max_ops=limit, population=3,
+                          generations=2, top_k=2, mutations=1, crossovers=1, batch_size=64,
+                          image_size=16, limit=128, eval_limit=128, random_baseline=2,
+                          recalibration_batches=1, extra={"width": WIDTH})
+    result = method.run(config)
+    assert result.cost <= limit
+    log = json.loads((tmp_path / "search_log.json").read_text())
+    assert all(c["cost"] <= limit for g in log["generations"] for c in g["population"])
+    assert result.score == max(score for score, _ in log["evaluated"].values())
+    model = zoo.load("metapruning_mobilenet_v1", arch=result.arch, width=WIDTH, input_shape=SHAPE,
+                     num_classes=10)
+    assert model_costs(model)["float_macs"] == result.cost
