@@ -65,7 +65,7 @@ def cli():
 @cli.command("list")
 @click.argument("pattern", default="*")
 @click.option("--kind", type=click.Choice(["models", "recipes", "datasets", "optimizers",
-                                           "augmentations", "ssl"]),
+                                           "augmentations", "ssl", "searches"]),
               default="models", show_default=True, help="What to list.")
 @click.option("--pretrained", is_flag=True, help="Only models with published weights.")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
@@ -94,7 +94,12 @@ def list_command(pattern, kind, pretrained, fmt):
         from zoo.ssl import SSL_METHODS
 
         registry = {"recipes": RECIPES, "datasets": DATASETS, "optimizers": OPTIMIZERS,
-                    "augmentations": AUGMENTATIONS, "ssl": SSL_METHODS}[kind]
+                    "augmentations": AUGMENTATIONS, "ssl": SSL_METHODS,
+                    "searches": None}[kind]
+        if kind == "searches":
+            from zoo.search import load_methods
+
+            registry = load_methods()
         records = []
         for name in registry.names(pattern):
             item = registry.get(name)
@@ -235,6 +240,7 @@ def main(argv=None):
 
 
 from zoo import cli_weights  # noqa: E402,F401  (download, cache, publish, predict)
+from zoo import cli_search  # noqa: E402,F401  (search)
 from zoo import cli_deploy  # noqa: E402,F401  (convert, benchmark)
 from zoo import cli_ssl  # noqa: E402,F401  (pretrain)
 

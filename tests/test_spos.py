@@ -1,0 +1,181 @@
+"""SPOS: architecture strings, cost counts by hand, supernet paths, weight inheritance."""
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+
+import larq as lq
+import zoo
+from zoo import layers as zl
+from zoo.costs import model_costs
+from zoo.errors import InvalidInputError
+from zoo.models import spos as S
+from zoo.search.engine import recalibrate_batchnorm
+from zoo.search.spos import SPOSSpace, make_path_sampler, train_supernet
+
+SHAPE = (32, 32, 3)
+WIDTH = 0.25
+
+
+def test_arch_strings_round_trip_and_reject_bad_input():
+    blocks, scales, width = S.parse_arch(S.DEFAULT_ARCH)
+    assert blocks == S.DEFAULT_BLOCKS and scales == S.DEFAULT_SCALES and width is None
+    assert S.format_arch(blocks, scales, 0.25) == S.DEFAULT_ARCH + "@0.25"
+    assert S.parse_arch(S.DEFAULT_ARCH + "@0.25")[2] == 0.25
+    # block-only strings use scale 1.0 (index 4) everywhere
+    assert S.parse_arch("0" * 20)[1] == (4,) * 20 and S.SCALES[4] == 1.0
+    for bad in ("0" * 19, "4" * 20, "0" * 20 + "-" + "8" * 20, "0" * 20 + "@x", ""):
+        with pytest.raises(InvalidInputError):
+            S.parse_arch(bad)
+    with pytest.raises(InvalidInputError, match="width"):
+        zoo.load("spos", arch=S.DEFAULT_ARCH + "@0.5", width=0.25, input_shape=SHAPE,
+                 num_classes=10)
+
+
+def test_layer_channels_follow_the_paper():
+    specs = S.layer_specs(1.0)
+    assert len(specs) == 20 and [s.stride for s in specs].count(2) == 4
+    first, second = specs[0], specs[1]
+    assert (first.inp, first.oup, first.main_in, first.main_out) == (16, 64, 16, 48)
+    assert (second.inp, second.main_in, second.main_out, second.mid_base) == (64, 32, 32, 32)
+    assert [second.mid(i) for i in range(8)] == [6, 12, 19, 25, 32, 38, 44, 51]
+    assert specs[-1].oup == 640
+
+
+def _costs_of(layer, shape):
+    inputs = tf.keras.Input(shape)
+    return model_costs(tf.keras.Model(inputs, layer(inputs)))
+
+
+def test_cost_counter_against_hand_counts(fresh_session):
+    # plain 3x3 conv, 'same', stride 1: H * W * k * k * Cin * Cout
+    conv = _costs_of(tf.keras.layers.Conv2D(6, 3, padding="same", use_bias=False), (8, 8, 4))
+    assert conv["float_macs"] == 8 * 8 * 3 * 3 * 4 * 6 == 13824 and conv["binary_macs"] == 0
+    # depthwise 5x5, stride 2: H/2 * W/2 * k * k * C
+    dw = _costs_of(tf.keras.layers.DepthwiseConv2D(5, 2, padding="same", use_bias=False),
+                   (8, 8, 6))
+    assert dw["float_macs"] == 4 * 4 * 5 * 5 * 6 == 2400
+    # binary 1x1 (RSign input, sign kernel): BOPs, OPs = BOPs / 64
+    binary = _costs_of(S._binary_pw(8, 16, zl.RSign(), "b"), (8, 8, 16))
+    assert binary["binary_macs"] == 8 * 8 * 16 * 8 and binary["ops"] == 8 * 8 * 16 * 8 / 64
+
+
+def test_block_terms_against_hand_counts(fresh_session):
+    space = SPOSSpace(WIDTH, False, SHAPE, 10)
+    spec = space.specs[1]  # stride 1, 16 channels, 8 x 8 (32 -> stem 16 -> stride 2: 8)
+    assert space.sizes[1] == (8, 8) and (spec.main_in, spec.main_out) == (8, 8)
+    for scale in (0, 2, 5, 7):  # the 3 profiled widths and interpolated ones
+        c = spec.mid(scale)
+        # Shuffle3x3: 1x1 8->c, 3x3 depthwise on c, 1x1 c->8
+        assert space.term(1, 0, scale) == 64 * (8 * c + 9 * c + c * 8)
+        # Xception: dw3 on 8, 1x1 8->c, dw3 on c, 1x1 c->c, dw3 on c, 1x1 c->8
+        assert space.term(1, 3, scale) == 64 * (9 * 8 + 8 * c + 9 * c + c * c + 9 * c + c * 8)
+    binary = SPOSSpace(WIDTH, True, SHAPE, 10)
+    c = spec.mid(6)
+    # binary 1x1 convs: BOPs / 64; the depthwise conv stays a FLOP
+    assert binary.term(1, 1, 6) == 64 * 25 * c + 64 * (8 * c + c * 8) / 64
+
+
+def test_candidate_cost_equals_the_profile_of_its_keras_graph(fresh_session):
+    space = SPOSSpace(WIDTH, False, SHAPE, 10)
+    rng = np.random.default_rng(0)
+    candidate = tuple(int(b) for b in rng.choice([0, 3], 20)) + space.random(rng)[20:]
+    model = zoo.load("spos", arch=space.encode(candidate), input_shape=SHAPE, num_classes=10)
+    assert space.cost(candidate) == model_costs(model)["float_macs"]
+    assert space.cached_cost(candidate) == space.cost(candidate)
+
+
+@pytest.fixture(scope="module")
+def supernets():
+    tf.keras.backend.clear_session()
+    tf.keras.utils.set_random_seed(0)
+    return {binary: S.build_supernet(width=WIDTH, binary=binary, input_shape=SHAPE,
+                                     num_classes=10) for binary in (False, True)}
+
+
+def _images(n=16, seed=0):
+    return np.random.default_rng(seed).normal(size=(n,) + SHAPE).astype(np.float32)
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["real", "binary"])
+def test_supernet_path_equals_the_standalone_network(supernets, binary):
+    supernet = supernets[binary]
+    rng = np.random.default_rng(1)
+    blocks, scales = tuple(rng.integers(0, 4, 20)), tuple(rng.integers(0, 8, 20))
+    S.set_path(supernet, blocks, scales)
+    x = _images()
+    recalibrate_batchnorm(supernet, tf.data.Dataset.from_tensor_slices(x).batch(8), 2)
+    arch = S.format_arch(blocks, scales, WIDTH)
+    model = (S.build_spos(arch, binary=binary, input_shape=SHAPE, num_classes=10))
+    copied = S.inherit_weights(supernet, model, arch)
+    assert copied > 60
+    # the stand-alone model holds exactly the sliced weights of the path
+    assert model.count_params() < supernet.count_params()
+    features = tf.keras.Model(model.input, model.get_layer("last_act").output)
+    super_features = tf.keras.Model(supernet.input, supernet.get_layer("last_act").output)
+    for training in (False, True):
+        expected = super_features(x, training=training).numpy()
+        assert np.abs(expected).mean() > 1e-3
+        np.testing.assert_allclose(features(x, training=training).numpy(), expected,
+                                   rtol=1e-3, atol=1e-3)  # 20 layers of float reordering
+    np.testing.assert_allclose(model(x, training=False).numpy(),
+                               supernet(x, training=False).numpy(), rtol=1e-3, atol=1e-5)
+
+
+def test_different_paths_give_different_outputs(supernets):
+    supernet = supernets[False]
+    features = tf.keras.Model(supernet.input, supernet.get_layer("last_act").output)
+    x = _images(8)
+    outputs = []
+    for blocks, scales in [((0,) * 20, (7,) * 20), ((3,) * 20, (7,) * 20), ((0,) * 20, (0,) * 20)]:
+        S.set_path(supernet, blocks, scales)
+        outputs.append(features(x, training=True).numpy())
+    S.set_path(supernet, (0,) * 20, (7,) * 20)
+    np.testing.assert_array_equal(features(x, training=True).numpy(), outputs[0])  # same path
+    for a, b in [(0, 1), (0, 2), (1, 2)]:
+        assert np.abs(outputs[a] - outputs[b]).mean() > 1e-2
+
+
+def test_one_traced_step_trains_only_the_sampled_paths(supernets):
+    supernet = supernets[False]
+    space = SPOSSpace(WIDTH, False, SHAPE, 10)
+    paths = iter([S.path_array((0,) * 20, (7,) * 20), S.path_array((1,) * 20, (2,) * 20),
+                  S.path_array((0,) * 20, (3,) * 20)])
+    x, y = _images(8), np.arange(8) % 10
+    layer = S.choice_layers(supernet)[5]
+    shuffle7, xception = layer.op_layers(2)["pw1"][0].kernel, layer.op_layers(3)["pw1"][0].kernel
+    before = [shuffle7.numpy().copy(), xception.numpy().copy()]
+    used = layer.op_layers(1)["pw1"][0].kernel.numpy().copy()
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)  # 2 steps per epoch
+    history = train_supernet(supernet, data, 1, lambda: next(paths), steps_per_epoch=2, lr=0.1,
+                             verbose=False)
+    assert len(history) == 1 and np.isfinite(history[0]["loss"])
+    assert supernet._zoo_train_step.experimental_get_tracing_count() == 1
+    # blocks 2 and 3 of layer 5 were on no path: untouched; block 1 was trained
+    np.testing.assert_array_equal(shuffle7.numpy(), before[0])
+    np.testing.assert_array_equal(xception.numpy(), before[1])
+    assert not np.array_equal(layer.op_layers(1)["pw1"][0].kernel.numpy(), used)
+    del space
+
+
+def test_path_sampler_stays_in_the_band(fresh_session):
+    space = SPOSSpace(WIDTH, False, SHAPE, 10)
+    mid = space.cost((0,) * 20 + (4,) * 20)
+    sample = make_path_sampler(space, 0.95 * mid, 1.05 * mid, seed=0)
+    paths = [sample() for _ in range(20)]
+    for path in paths:
+        candidate = tuple(path[:, 0]) + tuple(path[:, 1])
+        assert 0.95 * mid <= space.cost(candidate) <= 1.05 * mid
+    assert len({p.tobytes() for p in paths}) == 20
+
+
+def test_search_cli_rejects_bad_input():
+    from zoo.cli import cli
+
+    runner = CliRunner()
+    result = runner.invoke(cli, ["search", "spoz"])
+    assert result.exit_code == 2 and "Did you mean: spos" in result.output
+    result = runner.invoke(cli, ["search", "spos", "--set", "widht=0.25"])
+    assert result.exit_code == 2 and "Unknown spos setting" in result.output
+    result = runner.invoke(cli, ["list", "--kind", "searches"])
+    assert result.exit_code == 0 and "spos_binary" in result.output
