@@ -154,15 +154,15 @@ def info(name, fmt):
 
 @cli.command()
 @click.argument("name")
-@click.option("--dataset", default="fashion_mnist", show_default=True,
-              help="Dataset name (zoo list --kind datasets) or folder:PATH.")
+@click.option("--dataset", default=None,
+              help="Dataset name (zoo list --kind datasets) or folder:PATH (default: fashion_mnist).")
 @click.option("--recipe", default=None, help="Recipe name; default: the model's own.")
 @click.option("--epochs", type=int, default=None, help="Epochs per stage (default: the recipe's).")
 @click.option("--batch-size", type=int, default=None, help="Batch size (default: the recipe's).")
 @click.option("--lr", "learning_rate", type=float, default=None, help="Peak learning rate.")
 @click.option("--output", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: runs/NAME-DATASET-TIME).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=None, help="Random seed (default: 0).")
 @click.option("--image-size", type=int, default=None, help="Model input size (default: per dataset).")
 @click.option("--limit", type=int, default=None, help="Use only the first N training images.")
 @click.option("--eval-limit", type=int, default=None, help="Use only the first N test images.")
@@ -178,9 +178,15 @@ def info(name, fmt):
                    "mixup, cutmix, attentive_cutmix.")
 @click.option("--augment-arg", "augment_args", multiple=True, metavar="KEY=VALUE",
               help="An argument of --augment, e.g. --augment-arg prob=1.0 or extractor=NAME.TAG.")
+@click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker", "tpu"]),
+              default="default", show_default=True,
+              help="tf.distribute strategy: mirrored (this machine's GPUs), multiworker (one process "
+                   "per machine, cluster in TF_CONFIG), tpu (TPU_NAME). --batch-size stays global.")
+@click.option("--resume", type=click.Path(file_okay=False), default=None,
+              help="Continue the interrupted run in this directory from its last checkpoint.")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 def train(name, dataset, recipe, epochs, batch_size, learning_rate, output, seed, image_size,
-          limit, eval_limit, settings, teacher, arch, augment, augment_args, fmt):
+          limit, eval_limit, settings, teacher, arch, augment, augment_args, strategy, resume, fmt):
     """Train model NAME on a dataset with a recipe."""
     from zoo.training import train as run_training
 
@@ -191,7 +197,8 @@ def train(name, dataset, recipe, epochs, batch_size, learning_rate, output, seed
         limit=limit, eval_limit=eval_limit, stage_overrides=_parse_settings(settings),
         command=command, teacher=teacher,
         augment=augment, augment_args=_parse_settings(augment_args),
-        model_overrides={"arch": arch} if arch is not None else None)
+        model_overrides={"arch": arch} if arch is not None else None,
+        strategy=strategy, resume=resume)
     _print_results(results, fmt)
 
 

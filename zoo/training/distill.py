@@ -50,10 +50,16 @@ class Distiller(tf.keras.Model):
             student_probs = self.student(x, training=True)
             distill = distributional_loss(teacher_probs, student_probs)
             loss = distill + tf.add_n([tf.constant(0.0)] + list(self.student.losses))
+            # tf.distribute sums the replicas' gradients: each replica's loss counts 1/N
+            # (compiled_loss divides by N itself), so N replicas make one step on the global batch
+            replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+            scaled = loss / replicas
             if self.label_weight:
-                loss += self.label_weight * self.compiled_loss(y, student_probs)
+                label = self.compiled_loss(y, student_probs)
+                scaled += self.label_weight * label
+                loss += self.label_weight * label * replicas
         variables = self.student.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
         self.distill_tracker.update_state(distill)
         self.total_tracker.update_state(loss)
         self.compiled_metrics.update_state(y, student_probs)
