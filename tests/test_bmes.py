@@ -151,6 +151,21 @@ def test_bad_arch_strings_raise():
         zoo.load("bmes", arch="1-1-1", width=WIDTH, input_shape=SHAPE, num_classes=10)
     with pytest.raises(zoo.InvalidInputError, match=r"one of \[1, 2, 4\]"):
         zoo.load("bmes", arch="3" + "-1" * 12, width=WIDTH, input_shape=SHAPE, num_classes=10)
+    with pytest.raises(zoo.InvalidInputError, match="is for width 0.125"):
+        zoo.load("bmes", arch="0.125x:" + "-".join(["1"] * 13), width=0.25, input_shape=SHAPE,
+                 num_classes=10)
+    with pytest.raises(zoo.InvalidInputError, match="the width"):
+        zoo.load("bmes", arch="wide:" + "-".join(["1"] * 13), input_shape=SHAPE, num_classes=10)
+
+
+def test_width_prefix_makes_the_string_self_contained():
+    groups = (4, 8, 16, 16, 32, 32, 64, 64, 64, 64, 64, 64, 128)  # all depthwise at width 0.125
+    arch = bm.encode_arch(groups, WIDTH)
+    assert arch == "0.125x:" + "-".join(str(g) for g in groups)
+    assert bm.encode_arch(groups) == "-".join(str(g) for g in groups)
+    model = zoo.load("bmes", arch=arch, input_shape=SHAPE, num_classes=10)
+    kernels = [l.kernel.shape for l in model.layers if l.name.endswith("_conv3x3")]
+    assert [tuple(k) for k in kernels] == [(3, 3, 1, c) for c in groups]
 
 
 def test_tiny_search_end_to_end(tmp_path, space):

@@ -18,8 +18,9 @@ output channel, i.e. ``H * W * 9 * C * C / g`` binary MACs.
 Entries:
 
 - ``bmes``: the stand-alone searched network, ``arch`` = the groups of the 13
-  blocks' 3x3 convs joined by ``-`` (``"1-2-4-...``"); each 3x3 conv is a real
-  Larq ``QuantConv2D(groups=g)``. Default: groups 1 everywhere (ReActNet-A).
+  blocks' 3x3 convs joined by ``-`` (``"1-2-4-..."``), prefixed with the width
+  when it is not 1.0 (``"0.25x:1-2-4-..."``); each 3x3 conv is a real Larq
+  ``QuantConv2D(groups=g)``. Default: groups 1 everywhere (ReActNet-A).
 - ``bmes_supernet``: the one-shot supernet of step 1. Each 3x3 conv is a
   :class:`GroupChoiceConv2D`: one full ``3x3xCxC`` kernel multiplied by the
   block-diagonal mask of the current group choice (held in a non-trainable
@@ -84,12 +85,40 @@ def layer_channels(width: float = 1.0) -> Tuple[int, ...]:
     return stage_widths(width)[:-1]
 
 
-def encode_arch(groups: Sequence[int]) -> str:
-    return "-".join(str(int(g)) for g in groups)
+def split_width(arch, width: Optional[float]) -> Tuple[object, float]:
+    """``(genes part, width)`` of an architecture string.
+
+    A searched network at another width than 1.0 carries it as a prefix,
+    ``"0.25x:1-2-4-..."``, so that ``zoo train NAME --arch STRING`` rebuilds it
+    alone; an explicit ``width`` must then agree. Default width 1.0."""
+    if isinstance(arch, str) and ":" in arch:
+        prefix, body = arch.split(":", 1)
+        prefix = prefix.strip().lower()
+        try:
+            if not prefix.endswith("x"):
+                raise ValueError
+            arch_width = float(prefix[:-1])
+        except ValueError:
+            raise InvalidInputError(
+                f"Bad architecture {arch!r}: the part before ':' is the width, e.g. '0.25x:'.") from None
+        if width is not None and abs(float(width) - arch_width) > 1e-9:
+            raise InvalidInputError(
+                f"Architecture {arch!r} is for width {arch_width}, but width={width} was given.")
+        return body, arch_width
+    return arch, 1.0 if width is None else float(width)
+
+
+def width_prefix(width: float) -> str:
+    return "" if float(width) == 1.0 else f"{float(width):g}x:"
+
+
+def encode_arch(groups: Sequence[int], width: float = 1.0) -> str:
+    return width_prefix(width) + "-".join(str(int(g)) for g in groups)
 
 
 def parse_arch(arch, width: float = 1.0) -> Tuple[int, ...]:
-    """Groups per searched layer from an architecture string (or a sequence).
+    """Groups per searched layer from an architecture string (or a sequence) at ``width``
+    (the width prefix, if any, already split off by :func:`split_width`).
 
     Raises :class:`InvalidInputError` with the allowed choices on a bad string."""
     channels = layer_channels(width)
@@ -298,10 +327,11 @@ _REGISTER = dict(paper=BMES, family="bmes", default_recipe="bmes_two_step", min_
 
 
 @register_model("bmes", **_REGISTER)
-def bmes(*, arch: Optional[str] = None, width: float = 1.0, include_top=True, weights=None,
-         input_shape=None, input_tensor=None, num_classes=1000, binary_weights=True,
+def bmes(*, arch: Optional[str] = None, width: Optional[float] = None, include_top=True,
+         weights=None, input_shape=None, input_tensor=None, num_classes=1000, binary_weights=True,
          kernel_initializer="glorot_normal"):
     """Binary MobileNet with searched group convs (``arch`` from `zoo search bmes`)."""
+    arch, width = split_width(arch, width)
     groups = parse_arch(arch, width)
 
     def make_conv3x3(index, strides, name):
@@ -316,7 +346,8 @@ def bmes(*, arch: Optional[str] = None, width: float = 1.0, include_top=True, we
                     binary_weights=binary_weights, kernel_initializer=kernel_initializer)
 
 
-@register_model("bmes_supernet", **_REGISTER)
+# a training vehicle: its masked convs are not Larq layers, so model_costs does not count them
+@register_model("bmes_supernet", extra={"supernet": True}, **_REGISTER)
 def bmes_supernet(*, width: float = 1.0, include_top=True, weights=None, input_shape=None,
                   input_tensor=None, num_classes=1000, binary_weights=True,
                   kernel_initializer="glorot_normal"):

@@ -12,7 +12,8 @@ Genes and the channel counts they give
 --------------------------------------
 A gene is a width ratio in 0.10, 0.13, ..., 1.00 (31 choices, the paper's
 step of 0.03), written in the architecture string as a percent: ``"10"`` to
-``"100"``, genes joined by ``-``. A slot (a feature-map width) of base width
+``"100"``, genes joined by ``-``, prefixed with the base width when it is not
+1.0 (``"0.25x:49-100-..."``). A slot (a feature-map width) of base width
 ``B`` with ratio ``p`` percent has ``channels_for(B, p) = ceil(B * p / 100)``
 channels. :func:`network_spec` is the single description of a network (its
 slots, which gene each slot reads, its convs) used by the PruningNet, the
@@ -49,6 +50,7 @@ import tensorflow as tf
 
 from zoo import layers as zl
 from zoo.errors import InvalidInputError
+from zoo.models.bmes import split_width, width_prefix
 from zoo.registry import Paper, register_model
 from zoo.training.recipes import Recipe, Stage, register_recipe
 
@@ -162,8 +164,9 @@ def network_spec(version: str, width: float = 1.0) -> NetworkSpec:
     raise InvalidInputError(f"Unknown MobileNet version {version!r}: use 'v1' or 'v2'.")
 
 
-def encode_arch(percents: Sequence[int]) -> str:
-    return "-".join(str(int(p)) for p in percents)
+def encode_arch(percents: Sequence[int], width: float = 1.0) -> str:
+    """``"49-100-..."``; at another width than 1.0 prefixed with it: ``"0.25x:49-100-..."``."""
+    return width_prefix(width) + "-".join(str(int(p)) for p in percents)
 
 
 def parse_arch(arch, spec: NetworkSpec) -> Tuple[int, ...]:
@@ -431,9 +434,11 @@ register_recipe(Recipe(
                 # README: 70.9% top-1 at 316M FLOPs (the 0.75x search)
                 reported={"imagenet2012": {"top1": 70.9, "source": "MetaPruning README, 316M FLOPs"}},
                 **_REGISTER)
-def metapruning_mobilenet_v1(*, arch: Optional[str] = None, width: float = 1.0, include_top=True,
-                             weights=None, input_shape=None, input_tensor=None, num_classes=1000):
+def metapruning_mobilenet_v1(*, arch: Optional[str] = None, width: Optional[float] = None,
+                             include_top=True, weights=None, input_shape=None, input_tensor=None,
+                             num_classes=1000):
     """Pruned MobileNetV1 of a MetaPruning search (``arch``: 13 width percents; default unpruned)."""
+    arch, width = split_width(arch, width)
     return _pruned(network_spec("v1", width), arch, "metapruning_mobilenet_v1",
                    include_top=include_top, weights=weights, input_shape=input_shape,
                    input_tensor=input_tensor, num_classes=num_classes)
@@ -443,20 +448,24 @@ def metapruning_mobilenet_v1(*, arch: Optional[str] = None, width: float = 1.0, 
                 # README: 72.7% top-1 at 303M FLOPs
                 reported={"imagenet2012": {"top1": 72.7, "source": "MetaPruning README, 303M FLOPs"}},
                 **_REGISTER)
-def metapruning_mobilenet_v2(*, arch: Optional[str] = None, width: float = 1.0, include_top=True,
-                             weights=None, input_shape=None, input_tensor=None, num_classes=1000):
+def metapruning_mobilenet_v2(*, arch: Optional[str] = None, width: Optional[float] = None,
+                             include_top=True, weights=None, input_shape=None, input_tensor=None,
+                             num_classes=1000):
     """Pruned MobileNetV2 of a MetaPruning search (``arch``: 24 width percents; default unpruned)."""
+    arch, width = split_width(arch, width)
     return _pruned(network_spec("v2", width), arch, "metapruning_mobilenet_v2",
                    include_top=include_top, weights=weights, input_shape=input_shape,
                    input_tensor=input_tensor, num_classes=num_classes)
 
 
+# Supernet entries (extra["supernet"]): their generated convs are not Keras/Larq conv layers,
+# so model_costs does not count their MACs (the pruned network's entry has the real costs).
 # A 1.0x PruningNet's generators hold ~100M (V1) / ~300M (V2) weights; the entries default
 # to the 0.25x base width so that they build on a laptop; width=1.0 is the paper's PruningNet.
 PRUNINGNET_DEFAULT_WIDTH = 0.25
 
 
-@register_model("pruningnet_mobilenet_v1", **_REGISTER)
+@register_model("pruningnet_mobilenet_v1", extra={"supernet": True}, **_REGISTER)
 def pruningnet_mobilenet_v1(*, width: float = PRUNINGNET_DEFAULT_WIDTH, include_top=True,
                             weights=None, input_shape=None, input_tensor=None, num_classes=1000):
     """MetaPruning's PruningNet of MobileNetV1: FC-generated, cropped kernels."""
@@ -465,7 +474,7 @@ def pruningnet_mobilenet_v1(*, width: float = PRUNINGNET_DEFAULT_WIDTH, include_
                        num_classes=num_classes)
 
 
-@register_model("pruningnet_mobilenet_v2", **_REGISTER)
+@register_model("pruningnet_mobilenet_v2", extra={"supernet": True}, **_REGISTER)
 def pruningnet_mobilenet_v2(*, width: float = PRUNINGNET_DEFAULT_WIDTH, include_top=True,
                             weights=None, input_shape=None, input_tensor=None, num_classes=1000):
     """MetaPruning's PruningNet of MobileNetV2: FC-generated, cropped kernels."""

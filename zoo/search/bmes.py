@@ -86,10 +86,11 @@ class BmesSpace(SearchSpace):
         return self.base_ops + sum(self.layer_bops(i, g) for i, g in enumerate(groups)) / 64.0
 
     def encode(self, candidate) -> str:
-        return bm.encode_arch(self.groups(candidate))
+        return bm.encode_arch(self.groups(candidate), self.width)
 
     def decode(self, arch: str):
-        groups = bm.parse_arch(arch, self.width)
+        body, _ = bm.split_width(arch, self.width)
+        groups = bm.parse_arch(body, self.width)
         return tuple(o.index(g) for o, g in zip(self.options, groups))
 
 
@@ -314,5 +315,4 @@ def run(config: SearchConfig) -> SearchResult:
         set_path=set_path, random_path=space.random, make_optimizer=make_optimizer,
         default_epochs=DEFAULT_SUPERNET_EPOCHS, max_cost=max_cost,
         default_recalibration=DEFAULT_RECALIBRATION, input_shape=input_shape, spec=spec,
-        cost_name="OPs", extra={"width": width, "train_command": (
-            f"zoo train bmes --arch ARCH --set 'model_overrides={{\"width\": {width}}}'")})
+        cost_name="OPs", extra={"width": width})

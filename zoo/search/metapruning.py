@@ -21,6 +21,7 @@ from typing import Sequence, Tuple
 
 from zoo.errors import InvalidInputError
 from zoo.models import metapruning as mp
+from zoo.models.bmes import split_width
 from zoo.search import SearchConfig, SearchResult, register_search
 from zoo.search.bmes import check_settings, run_one_shot, setting
 from zoo.search.engine import SearchSpace
@@ -45,6 +46,7 @@ class MetaPruningSpace(SearchSpace):
     def __init__(self, version: str, width: float = 1.0, input_shape=(224, 224, 3),
                  num_classes: int = 1000):
         self.version = version
+        self.width = float(width)
         self.spec = mp.network_spec(version, width)
         self.input_shape = tuple(input_shape)
         self.num_classes = int(num_classes)
@@ -61,10 +63,11 @@ class MetaPruningSpace(SearchSpace):
         return self.cost((len(mp.RATIO_PERCENTS) - 1,) * self.spec.num_genes)
 
     def encode(self, candidate) -> str:
-        return mp.encode_arch(self.percents(candidate))
+        return mp.encode_arch(self.percents(candidate), self.width)
 
     def decode(self, arch: str):
-        percents = mp.parse_arch(arch, self.spec)
+        body, _ = split_width(arch, self.width)
+        percents = mp.parse_arch(body, self.spec)
         return tuple(mp.RATIO_PERCENTS.index(p) for p in percents)
 
 
@@ -105,8 +108,7 @@ def _run(version: str, config: SearchConfig) -> SearchResult:
         default_epochs=DEFAULT_SUPERNET_EPOCHS, max_cost=max_cost,
         default_recalibration=DEFAULT_RECALIBRATION, input_shape=input_shape, spec=spec,
         cost_name="FLOPs", label_smoothing=smoothing,
-        extra={"width": width, "unpruned_flops": full, "train_command": (
-            f"zoo train {method} --arch ARCH --set 'model_overrides={{\"width\": {width}}}'")})
+        extra={"width": width, "unpruned_flops": full})
 
 
 @register_search("metapruning_mobilenet_v1", model="metapruning_mobilenet_v1",
