@@ -265,3 +265,65 @@ def test_leaky_clip_variant_builds():
     assert slopes == {0.1}
     with pytest.raises(ValueError, match="activation"):
         zoo.load("birealnet18", input_shape=(32, 32, 3), num_classes=10, activation="relu")
+
+
+# --- Larq Compute Engine: every architecture converts and predicts like Keras ------------
+
+# Entries that do not convert yet, with the reason (strict: fixing one must remove it here).
+LCE_XFAIL = {}
+
+
+def _randomize_batch_norms(model, rng):
+    """Random BN statistics: with the initial ones (mean 0, var 1) a binary conv's output is
+    an integer count whose exact zeros make sign() ties that any rounding flips; trained
+    networks have no such ties."""
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            shapes = [tuple(w.shape) for w in layer.get_weights()]
+            values = []
+            for weight, shape in zip(layer.weights, shapes):
+                kind = weight.name.split("/")[-1].split(":")[0]
+                if kind == "gamma":
+                    values.append(rng.uniform(0.5, 1.5, shape))
+                elif kind == "moving_variance":
+                    values.append(rng.uniform(0.5, 2.0, shape))
+                else:  # beta, moving_mean
+                    values.append(rng.normal(0.0, 0.5, shape))
+            layer.set_weights([v.astype(np.float32) for v in values])
+
+
+def _lce_params():
+    params = []
+    for param in _params(at_min_size=True):
+        (name,) = param.values
+        marks = list(param.marks)
+        if name in LCE_XFAIL:
+            marks.append(pytest.mark.xfail(strict=True, reason=LCE_XFAIL[name]))
+        params.append(pytest.param(name, marks=marks, id=name))
+    return params
+
+
+@pytest.mark.parametrize("name", _lce_params())
+def test_lce_conversion_agrees_with_keras(name):
+    """Converted at the smallest input: same argmax as Keras on a batch, and every binary MAC
+    of the Keras model runs as an ``LceBconv2d`` MAC (float MACs unchanged)."""
+    deploy = pytest.importorskip("zoo.deploy")
+    size = zoo.get_entry(name).min_input_size
+    rng = np.random.default_rng(0)
+    model = zoo.load(name, input_shape=(size, size, 3), num_classes=NUM_CLASSES)
+    _randomize_batch_norms(model, rng)
+    x = rng.uniform(-1, 1, size=(4, size, size, 3)).astype(np.float32)
+    expected = model.predict(x, verbose=0)
+    flatbuffer = deploy.convert(model)
+    got = deploy.predict(flatbuffer, x)
+    assert got.shape == expected.shape
+    np.testing.assert_array_equal(got.argmax(axis=1), expected.argmax(axis=1))
+    # MACs are conserved; the binary ones of binary convs stay binary, while LCE 0.16 runs
+    # binary dense layers (QuantDense) as float FULLY_CONNECTED ops
+    census = deploy.op_census(flatbuffer)
+    costs = model_costs(model)
+    dense = sum(op.n for layer in lq.models.ModelProfile(model).layer_profiles
+                if isinstance(layer._layer, lq.layers.QuantDense)
+                for op in getattr(layer, "op_profiles", []) if op.precision == 1)
+    assert census["binary_macs"] == costs["binary_macs"] - dense
+    assert census["binary_macs"] + census["float_macs"] == costs["binary_macs"] + costs["float_macs"]

@@ -22,7 +22,7 @@ SIZE_HELP = ("Square input size in pixels (default: the weights' own, else the p
 @click.argument("name")
 @click.option("--weights", default=None, help=WEIGHTS_HELP)
 @click.option("--input-size", type=int, default=None, help=SIZE_HELP)
-@click.option("--output", "-o", type=click.Path(dir_okay=False), required=True,
+@click.option("--output", "-o", type=click.Path(), required=True,
               help="The .tflite file to write (written atomically).")
 def convert_command(name, weights, input_size, output):
     """Convert model NAME to a Larq Compute Engine flatbuffer (.tflite)."""

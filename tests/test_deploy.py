@@ -1,0 +1,187 @@
+"""LCE conversion (zoo.deploy), the padding rewrite, the op census and `zoo convert / benchmark`."""
+import json
+
+import larq as lq
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+
+import zoo
+from zoo import data as zdata
+from zoo import deploy
+from zoo.cli import cli
+from zoo.costs import model_costs
+
+pytest.importorskip("larq_compute_engine")
+
+
+@pytest.fixture(autouse=True)
+def _fresh(fresh_session):
+    """A clean Keras session and seed for every test (conftest.fresh_session)."""
+
+
+def _binary_conv_model(size, channels=32, filters=16, kernel=3, strides=1, pad_values=0.0):
+    inputs = tf.keras.Input((size, size, channels))
+    x = lq.layers.QuantConv2D(filters, kernel, strides=strides, padding="same", pad_values=pad_values,
+                              input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                              kernel_constraint="weight_clip", use_bias=False, name="bconv")(inputs)
+    return tf.keras.Model(inputs, x)
+
+
+def test_padding_correction_by_hand():
+    """1x1 input, one channel, 3x3 kernel: zero padding keeps only the centre tap, one padding
+    adds the 8 border taps; the correction is their sum."""
+    model = _binary_conv_model(1, channels=1, filters=1)
+    kernel = np.array([[1, -1, 1], [1, 1, -1], [-1, -1, -1]], np.float32).reshape(3, 3, 1, 1)
+    model.get_layer("bconv").set_weights([kernel])
+    correction = deploy.padding_correction(model.get_layer("bconv"))
+    assert correction.shape == (1, 1, 1, 1)
+    assert correction[0, 0, 0, 0] == pytest.approx(kernel.sum() - kernel[1, 1, 0, 0])  # -3 - 1 = -4
+
+
+@pytest.mark.parametrize("size, kernel, strides, pad_values, expected", [
+    (2, 3, 1, 0.0, True),    # 3x3 on 2x2: every output pixel mixes border and padding
+    (1, 3, 1, 0.0, True),
+    (2, 3, 2, 0.0, True),
+    (3, 3, 1, 0.0, False),   # map as large as the kernel: LCE's own correction is right
+    (8, 3, 1, 0.0, False),
+    (2, 3, 1, 1.0, False),   # one padding: native in LCE
+    (2, 1, 1, 0.0, False),   # 1x1: no padding at all
+])
+def test_needs_padding_rewrite(size, kernel, strides, pad_values, expected):
+    model = _binary_conv_model(size, kernel=kernel, strides=strides, pad_values=pad_values)
+    assert deploy.needs_padding_rewrite(model.get_layer("bconv")) is expected
+
+
+def test_rewrite_fixes_lce_zero_padding_on_small_maps():
+    """LCE 0.16's optimized bconv gets zero padding wrong on a 2x2 map; the rewrite is exact."""
+    model = _binary_conv_model(2, channels=64, filters=32)
+    x = np.random.default_rng(0).standard_normal((3, 2, 2, 64)).astype(np.float32)
+    expected = model.predict(x, verbose=0)
+    safe, rewritten = deploy.lce_compatible(model)
+    assert rewritten == 1
+    np.testing.assert_allclose(safe.predict(x, verbose=0), expected, atol=1e-4)
+    fixed = deploy.predict(deploy.convert(model), x)
+    np.testing.assert_allclose(fixed, expected, atol=1e-4)  # integer counts: exact
+    raw = deploy.predict(deploy.convert(model, rewrite=False), x)
+    # documents the converter bug the rewrite exists for (off by whole padded taps)
+    assert np.abs(raw - expected).max() >= 2
+
+
+def test_op_census_counts_binary_and_float_macs():
+    """8x8x32 -> binary 3x3 conv (16) -> real 1x1 conv (8) -> global pool -> dense (10)."""
+    inputs = tf.keras.Input((8, 8, 32))
+    x = lq.layers.QuantConv2D(16, 3, padding="same", pad_values=1.0, input_quantizer="ste_sign",
+                              kernel_quantizer="ste_sign", kernel_constraint="weight_clip",
+                              use_bias=False)(inputs)
+    x = tf.keras.layers.Conv2D(8, 1, use_bias=False)(x)
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    x = tf.keras.layers.Dense(10)(x)
+    model = tf.keras.Model(inputs, x)
+    census = deploy.op_census(deploy.convert(model))
+    binary = 8 * 8 * 16 * 3 * 3 * 32      # 294912
+    floats = 8 * 8 * 8 * 16 + 8 * 10      # 8192 + 80
+    assert census["binary_macs"] == binary
+    assert census["float_macs"] == floats
+    assert census["op_counts"]["LceBconv2d"] == 1
+    assert census["binary_fraction"] == pytest.approx(binary / (binary + floats))
+    costs = model_costs(model)
+    assert costs["binary_macs"] == binary and costs["float_macs"] == floats
+
+
+@pytest.mark.parametrize("name", ["birealnet18", "reactnet18"])
+def test_published_weights_agree_after_conversion(name):
+    """The published Fashion-MNIST sets, converted, predict the same classes as Keras on real
+    test images (before the padding rewrite birealnet18 agreed on only ~91%)."""
+    if "fashion_mnist" not in zoo.get_entry(name).weights:
+        pytest.skip(f"{name} has no published fashion_mnist weights")
+    model = zoo.load(name, weights="fashion_mnist")
+    spec = zdata.get_dataset("fashion_mnist")
+    x, y = next(iter(zdata.make_dataset(spec, "test", model.input_shape[1:], 64, limit=64)))
+    x, y = x.numpy(), y.numpy()
+    keras_probs = model.predict(x, verbose=0)
+    flatbuffer = deploy.convert(model)
+    lce_probs = deploy.predict(flatbuffer, x)
+    assert np.mean(keras_probs.argmax(1) == y) > 0.8  # real images, a trained model
+    np.testing.assert_array_equal(lce_probs.argmax(1), keras_probs.argmax(1))
+    census = deploy.op_census(flatbuffer)
+    assert census["binary_macs"] == model_costs(model)["binary_macs"]
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _run(args):
+    result = CliRunner().invoke(cli, args)
+    return result, result.output
+
+
+def test_zoo_convert_writes_a_valid_flatbuffer(tmp_path):
+    out = tmp_path / "model.tflite"
+    result, _ = _run(["convert", "binarynet", "--input-size", "8", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and out.stat().st_size > 0
+    runner = deploy.interpreter(out.read_bytes())
+    assert tuple(runner.input_shapes[0]) == (1, 8, 8, 3)
+    assert tuple(runner.output_shapes[0]) == (1, 1000)
+    probs = runner.predict(np.zeros((1, 8, 8, 3), np.float32))
+    assert probs.sum() == pytest.approx(1.0, abs=1e-4)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.tflite"]  # no temporary left over
+
+
+@pytest.mark.parametrize("args, message", [
+    (["convert", "binarynet", "--output", "{tmp}/missing/model.tflite"], "does not exist"),
+    (["convert", "binarynet", "--output", "{tmp}"], "is a folder"),
+    (["convert", "no_such_model", "--output", "{tmp}/model.tflite"], "no_such_model"),
+    (["convert", "binarynet", "--input-size", "2", "--output", "{tmp}/model.tflite"], "too small"),
+    (["benchmark", "no_such_model"], "no_such_model"),
+])
+def test_zoo_convert_errors_leave_no_file(tmp_path, args, message):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result, output = _run(args)
+    assert result.exit_code == 2
+    lines = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and message in lines[0]
+    assert "Traceback" not in output
+    assert list(tmp_path.rglob("*")) == []
+
+
+def test_zoo_convert_read_only_folder(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        import os
+
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as a user that can write anywhere")
+        result, output = _run(["convert", "binarynet", "--output", str(folder / "m.tflite")])
+        assert result.exit_code == 2 and "not writable" in output
+        assert list(folder.iterdir()) == []
+    finally:
+        folder.chmod(0o755)
+
+
+def test_zoo_benchmark_json_fields():
+    result, output = _run(["benchmark", "binarynet", "--input-size", "8", "--runs", "2",
+                           "--format", "json"])
+    assert result.exit_code == 0, output
+    report = json.loads(output[output.index("{"):])
+    model = zoo.load("binarynet", input_shape=(8, 8, 3), num_classes=1000)
+    costs = model_costs(model)
+    for key in ("params", "binary_params", "real_params", "binary_macs", "float_macs"):
+        assert report[key] == costs[key], key
+    assert report["ops"] == pytest.approx(costs["float_macs"] + costs["binary_macs"] / 64)
+    assert report["input_shape"] == [8, 8, 3]
+    # LCE 0.16 runs the binary convs as LceBconv2d, but BinaryNet's three binary dense layers
+    # (512 -> 1024 -> 1024 -> 1000 at an 8x8 input) as float FULLY_CONNECTED ops
+    dense = 512 * 1024 + 1024 * 1024 + 1024 * 1000
+    assert report["converted"]["binary_macs"] == costs["binary_macs"] - dense > 0
+    assert report["converted"]["float_macs"] == costs["float_macs"] + dense
+    assert report["converted"]["op_counts"]["FULLY_CONNECTED"] == 3
+    assert 0.5 < report["converted"]["binary_fraction"] < 1.0
+    assert 0 < report["flatbuffer_bytes"] < report["float_flatbuffer_bytes"]
+    assert report["lce_latency_ms"] > 0 and report["float_latency_ms"] > 0
+    assert report["speedup"] == pytest.approx(report["float_latency_ms"] / report["lce_latency_ms"],
+                                              rel=0.02)
