@@ -61,8 +61,32 @@ def _mirrored() -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy(devices=devices)
 
 
+HEARTBEAT_TIMEOUT_S = 120  # TensorFlow's 10 s declares a busy worker dead on loaded CPU hosts
+
+
+def _configure_coordination(cluster: Dict) -> None:
+    """The coordination service MultiWorkerMirroredStrategy would set up, with a longer
+    heartbeat timeout (private TensorFlow API: skipped if it moved)."""
+    try:
+        from tensorflow.core.protobuf import coordination_config_pb2
+        from tensorflow.python.distribute import multi_worker_util
+        from tensorflow.python.eager import context
+
+        if context.context().coordination_service is not None:
+            return
+        spec = tf.train.ClusterSpec(cluster)
+        jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+                for job in ("chief", "worker") if job in spec.jobs]
+        context.context().configure_coordination_service(
+            service_type="standalone", service_leader=multi_worker_util.coordination_leader(spec),
+            coordinated_jobs=jobs, heartbeat_timeout_in_ms=HEARTBEAT_TIMEOUT_S * 1000)
+    except (ImportError, AttributeError, TypeError):
+        pass
+
+
 def _multiworker() -> tf.distribute.Strategy:
-    parse_tf_config()
+    cluster, _, _ = parse_tf_config()
+    _configure_coordination(cluster)
     try:
         return tf.distribute.MultiWorkerMirroredStrategy()
     except RuntimeError as error:
@@ -118,7 +142,10 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 def describe(strategy: tf.distribute.Strategy) -> str:
-    return f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)"
+    kinds = [(tf.distribute.MultiWorkerMirroredStrategy, "MultiWorkerMirroredStrategy"),
+             (tf.distribute.MirroredStrategy, "MirroredStrategy"), (tf.distribute.TPUStrategy, "TPUStrategy")]
+    kind = next((label for cls, label in kinds if isinstance(strategy, cls)), type(strategy).__name__)
+    return f"{kind} with {strategy.num_replicas_in_sync} replica(s)"
 
 
 def per_replica_batch(strategy: tf.distribute.Strategy, batch_size: int) -> int:

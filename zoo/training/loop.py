@@ -12,6 +12,7 @@ import contextlib
 import csv
 import dataclasses
 import datetime
+import functools
 import json
 import math
 import os
@@ -250,7 +251,13 @@ class EpochSummary(tf.keras.callbacks.Callback):
             writer.writerow(row)
 
 
+_NEW_RUNS: list = []  # run directories the current train() call created (see _no_partial_run)
+
+
 def _check_output_dir(output: Path) -> None:
+    missing = [folder for folder in (output, *output.parents) if not folder.exists()]
+    if missing:
+        _NEW_RUNS.append((output, missing[-1]))  # the top-most folder this call creates
     try:
         output.mkdir(parents=True, exist_ok=True)
         probe = output / ".write_test"
@@ -394,6 +401,28 @@ def _stage_model(name, stage: Stage, input_shape, num_classes, model_overrides):
     return load(name, input_shape=input_shape, num_classes=num_classes, **overrides)
 
 
+def _no_partial_run(function):
+    """A run that fails with a ZooError (bad input, diverged loss) before its first
+    epoch was saved leaves nothing behind: the folders it created are removed."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        mark = len(_NEW_RUNS)
+        try:
+            return function(*args, **kwargs)
+        except ZooError:
+            for run_dir, top in _NEW_RUNS[mark:]:
+                state = run_dir / "checkpoints" / "state"
+                if not (state.is_dir() and any(state.rglob("checkpoint"))):
+                    shutil.rmtree(top, ignore_errors=True)
+            raise
+        finally:
+            del _NEW_RUNS[mark:]
+
+    return wrapper
+
+
+@_no_partial_run
 def train(
     model: str,
     dataset: Optional[str] = None,
@@ -448,6 +477,10 @@ def train(
             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
             stage_overrides=stage_overrides)
         input_shape = zdata.input_shape_for(spec, entry, image_size)
+        if min(input_shape[:2]) < entry.min_input_size:
+            raise InvalidInputError(
+                f"--image-size {input_shape[0]} is too small for {entry.name}: it needs at least "
+                f"{entry.min_input_size}x{entry.min_input_size} pixels.")
         output = Path(output) if output else default_output(entry.name, spec.name)
         if (output / "config.json").exists():
             raise ZooError(f"{output} already holds a training run (config.json); choose another "
@@ -527,11 +560,6 @@ def train(
                 tf.train.Checkpoint(model=previous).restore(checkpointed_epochs(output, stage)[1]).expect_partial()
             epoch_offset += stage.epochs
             continue
-        print(f"[{entry.name}] stage {index + 1}/{len(recipe_obj.stages)} '{stage.name}': "
-              f"{stage.epochs} epochs, {stage.optimizer} lr {stage.learning_rate}, "
-              f"batch {stage.batch_size}"
-              + (f" ({stage.batch_size // replicas} per replica, {zdist.describe(dist)})" if replicas > 1 else "")
-              + f", input {input_shape}", file=sys.stderr)
         with dist.scope():  # model, optimizer and metrics are created on every replica
             net = _stage_model(entry.name, stage, input_shape, spec.num_classes, model_overrides)
             if previous is not None and stage.init_from_previous:
@@ -551,6 +579,11 @@ def train(
                 trainee = Distiller(net, teacher_model, label_weight=stage.label_weight)
             trainee.compile(optimizer=optimizer, loss=SparseCrossentropy(stage.label_smoothing),
                             metrics=classification_metrics(spec.num_classes))
+        print(f"[{entry.name}] stage {index + 1}/{len(recipe_obj.stages)} '{stage.name}': "
+              f"{stage.epochs} epochs, {stage.optimizer} lr {stage.learning_rate}, "
+              f"batch {stage.batch_size}"
+              + (f" ({stage.batch_size // replicas} per replica, {zdist.describe(dist)})" if replicas > 1 else "")
+              + f", input {input_shape}", file=sys.stderr)
         guard = NonFiniteLossGuard()
         state = TrainingState(net, optimizer, state_directory(run_dir, stage), guard)
         initial_epoch = 0
