@@ -64,6 +64,7 @@ DEFAULTS = {
     "optimizer": "sgd",  # "adam": Adam (lr default 2e-3), the zoo's short-run choice
     "width": 1.0,
     "val_images": 10000,  # held out of the training split to score candidates
+    "traced": True,  # one traced train step for every path; false: eager steps
 }
 
 
@@ -247,9 +248,14 @@ def make_path_sampler(space: SPOSSpace, low: float, high: float, seed: int):
 def train_supernet(supernet, dataset, epochs: int, sampler, *, steps_per_epoch: int,
                    lr: float, optimizer: str = "sgd", momentum: float = 0.9,
                    weight_decay: float = 4e-5, label_smoothing: float = 0.1, start_epoch: int = 0,
-                   on_epoch=None, verbose: bool = True) -> List[Dict[str, float]]:
+                   on_epoch=None, verbose: bool = True, traced: bool = True
+                   ) -> List[Dict[str, float]]:
     """Train ``supernet`` one sampled path per batch; LR decays linearly to 0 over all epochs.
 
+    ``traced``: one ``tf.function`` step serves every path (the path is a tensor
+    argument); its single trace holds all 4 x 20 blocks and their gradients, which
+    takes minutes on a small CPU. ``traced=False`` runs the same step eagerly: only the
+    sampled blocks execute, nothing is traced (faster for short CPU runs).
     Returns one record per epoch (loss, accuracy, seconds). ``on_epoch(epoch, record)``
     runs after each epoch (the search saves the weights there, to resume).
     """
@@ -260,7 +266,6 @@ def train_supernet(supernet, dataset, epochs: int, sampler, *, steps_per_epoch: 
     loss_fn = SparseCrossentropy(label_smoothing)
     total_steps = max(1, epochs * steps_per_epoch)
 
-    @tf.function
     def step(x, y, path, rate):
         S.assign_path(supernet, path)
         with tf.GradientTape() as tape:
@@ -270,6 +275,8 @@ def train_supernet(supernet, dataset, epochs: int, sampler, *, steps_per_epoch: 
         hits = tf.equal(tf.argmax(probs, -1), tf.cast(tf.reshape(y, [-1]), tf.int64))
         return loss, tf.reduce_mean(tf.cast(hits, tf.float32))
 
+    if traced:
+        step = tf.function(step)
     supernet._zoo_train_step = step  # one trace serves every path (tests check it)
     history = []
     global_step = start_epoch * steps_per_epoch
@@ -405,7 +412,7 @@ def run_spos(config: SearchConfig, binary: bool = False) -> SearchResult:
             momentum=float(_setting(config, "momentum")),
             weight_decay=float(_setting(config, "weight_decay")),
             label_smoothing=float(_setting(config, "label_smoothing")), start_epoch=done,
-            on_epoch=save)
+            on_epoch=save, traced=bool(_setting(config, "traced")))
     if state["history"]:
         _plot_supernet(output / "supernet_curves.png", state["history"])
     supernet_seconds = time.time() - started
