@@ -38,13 +38,15 @@ def _rows(run):
         return list(csv.DictReader(handle))
 
 
-def _kill_when(proc, ready, timeout=300):
-    """SIGKILLs ``proc`` as soon as ``ready()``; fails if the run ended first."""
+def _kill_when(proc, ready, delay=0.0, timeout=300):
+    """SIGKILLs ``proc`` ``delay`` s after ``ready()``; fails if the run ended first."""
     deadline = time.time() + timeout
     while not ready():
         assert proc.poll() is None, f"the run ended before the kill:\n{proc.stderr.read()[-3000:]}"
         assert time.time() < deadline, "no checkpoint in time"
         time.sleep(0.05)
+    time.sleep(delay)
+    assert proc.poll() is None, "the run ended before the kill"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
@@ -70,8 +72,8 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
                "--set", f"model_overrides={TINY}", "--output", str(run)]
     proc = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    # kill during epoch 2: its checkpoint of epoch 1 exists, that of epoch 2 not yet
-    _kill_when(proc, lambda: (run / "checkpoints/state/binary/checkpoint").is_file())
+    # kill during epoch 2 (50 steps of ~20-60 ms): epoch 1's checkpoint exists, epoch 2's not yet
+    _kill_when(proc, lambda: (run / "checkpoints/state/binary/checkpoint").is_file(), delay=0.4)
     assert not (run / "results.json").exists() and not (run / "weights.h5").exists()
     assert not (run / "checkpoints/state/binary/ckpt-4.index").exists()
 
@@ -256,9 +258,11 @@ def test_bad_model_setting_leaves_no_run(tmp_path):
     assert not any(tmp_path.iterdir())  # not even the parent folder it created
 
 
-def test_wrong_channels():
-    with pytest.raises(zoo.InvalidInputError, match="channels"):
-        zoo.load("birealnet18", input_shape=(32, 32, 2), num_classes=10)
+def test_wrong_input_shape_or_channels_for_weights():
+    # published weights fix the input: another size or channel count is refused up front
+    for shape in ((28, 28, 1), (32, 32, 3)):
+        with pytest.raises(zoo.InvalidInputError, match=r"trained at input \(28, 28, 3\)"):
+            zoo.load("birealnet18", weights="fashion_mnist", input_shape=shape)
 
 
 def test_unwritable_output(tmp_path):

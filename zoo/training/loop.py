@@ -603,10 +603,10 @@ def train(
         callbacks = [
             guard,  # first: a NaN/inf loss stops the run before anything of that epoch is saved
             SaveWeights(net, str(run_dir / "checkpoints" / (prefix + "epoch{epoch:03d}.h5")), guard),
-            state,
             tf.keras.callbacks.TensorBoard(str(run_dir / "logs" / stage.name), histogram_freq=0,
                                            profile_batch=0),
             EpochSummary(run_dir / "summary.csv", stage.name, epoch_offset, guard),
+            state,  # last: its checkpoint marks the epoch done (--resume trims what came after)
         ]
         with contextlib.redirect_stdout(sys.stderr):
             history = trainee.fit(zdist.distribute_dataset(train_ds, dist, stage.batch_size, train_examples),
