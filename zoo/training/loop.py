@@ -596,8 +596,9 @@ def train(
             from zoo.augment import apply_augmentation, soft_label_training
 
             train_ds = apply_augmentation(train_ds, augmentation, spec.num_classes, seed=seed + index)
-            soft_loss, soft_metrics = soft_label_training(stage.label_smoothing, spec.num_classes)
-            trainee.compile(optimizer=optimizer, loss=soft_loss, metrics=soft_metrics)
+            with dist.scope():  # metrics belong to the strategy that trains
+                soft_loss, soft_metrics = soft_label_training(stage.label_smoothing, spec.num_classes)
+                trainee.compile(optimizer=optimizer, loss=soft_loss, metrics=soft_metrics)
         val_ds = zdata.make_dataset(spec, "test", input_shape, eval_batch, limit=eval_limit)
         prefix = f"{stage.name}_" if len(recipe_obj.stages) > 1 else ""
         callbacks = [
