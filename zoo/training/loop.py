@@ -2,8 +2,9 @@
 
 A run directory gets: ``config.json`` (the resolved configuration),
 ``summary.csv`` (one row per epoch), ``logs/`` (TensorBoard),
-``checkpoints/`` (weights after every epoch), ``weights.h5`` (final weights),
-``results.json`` (final test metrics) and ``curves.png``.
+``checkpoints/`` (weights after every epoch, and ``state/<stage>/``: model,
+optimizer and epoch for ``--resume``), ``weights.h5`` (final weights),
+``results.json`` (final test metrics, written last) and ``curves.png``.
 """
 from __future__ import annotations
 
