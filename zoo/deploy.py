@@ -10,7 +10,7 @@ latency of the LCE interpreter against the same network run in float TFLite.
 Zero padding of small feature maps. LCE 0.16 emulates the zero padding of a
 binary conv (Larq's ``pad_values=0``) by one-padding and a correction term, and
 its optimized kernel gets that correction wrong whenever the input feature map
-is smaller than the kernel along a padded side (a 3x3 conv on a 2x2 or 1x1 map:
+is smaller than the (dilated) kernel along a padded side (a 3x3 conv on a 2x2 or 1x1 map:
 Bi-Real Net's last stages at 28x28 or 32x32 inputs). Its reference kernel is
 right. ``convert`` therefore rewrites exactly those convs, before conversion, to
 the equivalent one-padded conv minus a constant map (the kernel's sum over the
@@ -64,21 +64,23 @@ def _precision(quantizer) -> Optional[int]:
 def needs_padding_rewrite(layer) -> bool:
     """Whether LCE 0.16's optimized kernel mis-computes this zero-padded binary conv:
     a Larq ``QuantConv2D`` with 1-bit input and kernel, 'same' zero padding, and an input
-    smaller than the kernel along an axis that is padded."""
+    smaller than the (dilated) kernel along an axis that is padded."""
     if type(layer) is not lq.layers.QuantConv2D:
         return False
     if layer.padding != "same" or float(layer.pad_values) != 0.0:
         return False
     if _precision(layer.input_quantizer) != 1 or _precision(layer.kernel_quantizer) != 1:
         return False
-    if layer.groups != 1 or tuple(layer.dilation_rate) != (1, 1):
+    if layer.groups != 1:
         return False
     shape = layer.input_shape
     for axis in (0, 1):
-        size, kernel, stride = shape[1 + axis], layer.kernel_size[axis], layer.strides[axis]
+        size, kernel = shape[1 + axis], layer.kernel_size[axis]
+        stride, dilation = layer.strides[axis], layer.dilation_rate[axis]
         if size is None:
             return False
-        if size < kernel and sum(_same_padding(size, kernel, stride, 1)) > 0:
+        span = (kernel - 1) * dilation + 1  # the dilated kernel's extent
+        if size < span and sum(_same_padding(size, kernel, stride, dilation)) > 0:
             return True
     return False
 
@@ -118,7 +120,8 @@ def padding_correction(layer) -> np.ndarray:
     quantized = layer.kernel_quantizer(kernel) if layer.kernel_quantizer is not None else kernel
     _, height, width, channels = layer.input_shape
     ones = tf.ones((1, height, width, channels), tf.float32)
-    inside = tf.nn.conv2d(ones, quantized, strides=[1, *layer.strides, 1], padding="SAME")
+    inside = tf.nn.conv2d(ones, quantized, strides=[1, *layer.strides, 1], padding="SAME",
+                          dilations=[1, *layer.dilation_rate, 1])
     full = tf.reduce_sum(quantized, axis=(0, 1, 2))
     return (full - inside).numpy()
 
