@@ -67,39 +67,39 @@ def _lr_after(epoch, lr, epochs):
 @needs_fmnist
 def test_sigkill_mid_epoch_then_resume(tmp_path):
     run = tmp_path / "run"
-    command = [ZOO, "train", "binarynet", "--recipe", "birealnet_adam", "--epochs", "4",
-               "--batch-size", "32", "--lr", "4e-3", "--limit", "1600", "--eval-limit", "200",
+    command = [ZOO, "train", "binarynet", "--recipe", "birealnet_adam", "--epochs", "3",
+               "--batch-size", "32", "--lr", "3e-3", "--limit", "1200", "--eval-limit", "200",
                "--set", f"model_overrides={TINY}", "--output", str(run)]
     proc = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    # kill during epoch 2 (50 steps of ~20-60 ms): epoch 1's checkpoint exists, epoch 2's not yet
+    # kill during epoch 2 (38 steps of ~20-60 ms): epoch 1's checkpoint exists, epoch 2's not yet
     _kill_when(proc, lambda: (run / "checkpoints/state/binary/checkpoint").is_file(), delay=0.4)
     assert not (run / "results.json").exists() and not (run / "weights.h5").exists()
-    assert not (run / "checkpoints/state/binary/ckpt-4.index").exists()
+    assert not (run / "checkpoints/state/binary/ckpt-3.index").exists()
 
     results, stderr = _resume(run)
     assert "resuming" in stderr and "continuing stage 1 'binary' at epoch" in stderr
     rows = _rows(run)
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]  # every epoch once
-    assert results["epochs"] == 4 and json.loads((run / "results.json").read_text()) == results
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]  # every epoch once
+    assert results["epochs"] == 3 and json.loads((run / "results.json").read_text()) == results
     # the resumed epochs continue the LR schedule at the restored optimizer step
     assert [float(r["lr"]) for r in rows] == pytest.approx(
-        [_lr_after(e, 4e-3, 4) for e in (1, 2, 3, 4)], abs=1e-9)
-    for epoch in (1, 2, 3, 4):
+        [_lr_after(e, 3e-3, 3) for e in (1, 2, 3)], abs=1e-9)
+    for epoch in (1, 2, 3):
         assert (run / f"checkpoints/epoch{epoch:03d}.h5").is_file()
     assert not list(run.rglob("*.partial"))
     # comparable: it learned (10 classes, chance is 10%); the training loss kept falling
-    assert results["top1"] > 40, results
+    assert results["top1"] > 25, results  # 2.5x chance; 35% measured
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
     config = json.loads((run / "config.json").read_text())
-    assert len(config["resumed"]) == 1 and config["resumed"][0]["epochs_done"] in (1, 2, 3)
+    assert len(config["resumed"]) == 1 and config["resumed"][0]["epochs_done"] in (1, 2)
 
 
 @needs_fmnist
 def test_two_stage_run_resumes_in_its_second_stage(tmp_path):
     run = tmp_path / "two"
     command = [ZOO, "train", "binarynet", "--recipe", "birealnet_two_step", "--epochs", "2",
-               "--batch-size", "32", "--limit", "1000", "--eval-limit", "100",
+               "--batch-size", "32", "--limit", "640", "--eval-limit", "100",
                "--set", f"model_overrides={TINY}", "--output", str(run)]
     proc = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
