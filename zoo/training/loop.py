@@ -53,7 +53,8 @@ class SparseCrossentropy(tf.keras.losses.Loss):
     """Cross-entropy on integer labels, with optional label smoothing."""
 
     def __init__(self, label_smoothing: float = 0.0, name="crossentropy", **kwargs):
-        super().__init__(name=name, **kwargs)
+        # explicit super(): AutoGraph cannot convert the zero-argument form under tf.distribute
+        super(SparseCrossentropy, self).__init__(name=name, **kwargs)
         self.label_smoothing = float(label_smoothing)
 
     def call(self, y_true, y_pred):
