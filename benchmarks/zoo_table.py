@@ -153,7 +153,7 @@ def plot(rows, out_dir: Path) -> Path:
                   color="tab:red")
     left.scatter([], [], color="tab:red", label="on the Pareto front")
     left.scatter([], [], color="tab:blue", label="dominated (more OPs, lower top-1)")
-    left.legend(loc="lower right", fontsize=8)
+    left.legend(loc="center right", fontsize=8)
     left.set_xlabel("OPs at the trained input (millions; FLOPs + BOPs/64)")
     left.set_ylabel("Fashion-MNIST test top-1 (%)")
     left.set_title("Fashion-MNIST, measured here (published weights)")
