@@ -206,3 +206,15 @@ def test_search_cli_rejects_bad_input():
     assert result.exit_code == 2 and "Unknown spos setting" in result.output
     result = runner.invoke(cli, ["list", "--kind", "searches"])
     assert result.exit_code == 0 and "spos_binary" in result.output
+
+
+def test_released_architectures_match_the_papers_flops_and_params(fresh_session):
+    # ShuffleNet-Series OneShot: 328M FLOPs, 3.4M params; SinglePathOneShot README (block
+    # search, scale 1.0): 323M FLOPs, 3.5M params (both at 224 x 224, 1000 classes)
+    costs = model_costs(zoo.load("spos", input_shape=(224, 224, 3), num_classes=1000))
+    assert costs["float_macs"] == pytest.approx(328e6, rel=0.005)
+    assert costs["params"] == pytest.approx(3.4e6, rel=0.03)
+    costs = model_costs(zoo.load("spos", arch="21012020202300003233", input_shape=(224, 224, 3),
+                                 num_classes=1000))
+    assert costs["float_macs"] == pytest.approx(323e6, rel=0.005)
+    assert costs["params"] == pytest.approx(3.5e6, rel=0.03)
