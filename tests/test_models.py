@@ -270,7 +270,10 @@ def test_leaky_clip_variant_builds():
 # --- Larq Compute Engine: every architecture converts and predicts like Keras ------------
 
 # Entries that do not convert yet, with the reason (strict: fixing one must remove it here).
-LCE_XFAIL = {}
+LCE_XFAIL = {
+    "xnornet": "predictions agree, but at 224x224 LCE runs 37.7M of XNOR-Net's 1025.7M binary "
+               "MACs as float ops (988.0M as LceBconv2d); the layer is not identified yet",
+}
 
 
 def _randomize_batch_norms(model, rng):
