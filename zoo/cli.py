@@ -31,14 +31,14 @@ class ZooGroup(click.Group):
     command_class = ZooCommand
 
 
-def _parse_settings(settings):
+def _parse_settings(settings, option="--set"):
     """``key=value`` pairs; values are JSON when they parse (numbers, lists, true)."""
     from zoo.errors import InvalidInputError
 
     parsed = {}
     for item in settings:
         if "=" not in item:
-            raise InvalidInputError(f"--set takes key=value, got {item!r}.")
+            raise InvalidInputError(f"{option} takes key=value, got {item!r}.")
         key, value = item.split("=", 1)
         try:
             parsed[key.strip()] = json.loads(value)
@@ -196,7 +196,7 @@ def train(name, dataset, recipe, epochs, batch_size, learning_rate, output, seed
         learning_rate=learning_rate, output=output, seed=seed, image_size=image_size,
         limit=limit, eval_limit=eval_limit, stage_overrides=_parse_settings(settings),
         command=command, teacher=teacher,
-        augment=augment, augment_args=_parse_settings(augment_args),
+        augment=augment, augment_args=_parse_settings(augment_args, "--augment-arg"),
         model_overrides={"arch": arch} if arch is not None else None,
         strategy=strategy, resume=resume)
     _print_results(results, fmt)

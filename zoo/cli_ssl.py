@@ -55,7 +55,7 @@ def pretrain(name, method, unmix, unmix_prob, dataset, epochs, batch_size, learn
         batch_size=batch_size, learning_rate=learning_rate, optimizer=optimizer,
         weight_decay=weight_decay, output=output, seed=seed, image_size=image_size, limit=limit,
         eval_limit=eval_limit, knn_every=knn_every, monitor_limit=monitor_limit,
-        method_args=_parse_settings(settings), model_overrides=_parse_settings(model_args),
+        method_args=_parse_settings(settings), model_overrides=_parse_settings(model_args, "--model-arg"),
         command=command)
     print_ssl_results(results, fmt)
 

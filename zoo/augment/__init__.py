@@ -28,7 +28,7 @@ class AugmentationEntry:
     paper: str = ""
 
 
-AUGMENTATIONS: Registry[AugmentationEntry] = Registry("augmentations")
+AUGMENTATIONS: Registry[AugmentationEntry] = Registry("augmentation")
 
 
 def _mixup(spec=None, input_shape=None, **args):
