@@ -233,13 +233,25 @@ def test_training_pipeline_shuffles_and_flips(fmnist):
     assert len(matched) == 128
     assert 10 < flipped < 118
 
-    # the same seed gives the same order on a fresh pipeline, another seed another order
-    again = [y.numpy() for _, y in make_dataset(fmnist, "train", shape, 128, training=True,
-                                                  seed=3, limit=128)][0]
-    other = [y.numpy() for _, y in make_dataset(fmnist, "train", shape, 128, training=True,
-                                                  seed=4, limit=128)][0]
-    assert np.array_equal(again, y)
+    # the same seed gives the same order and the same flips on a fresh pipeline (stateless
+    # per-position seeds, whatever the map's parallelism), another seed another order
+    again_x, again_y = [(x_.numpy(), y_.numpy()) for x_, y_ in make_dataset(
+        fmnist, "train", shape, 128, training=True, seed=3, limit=128)][0]
+    other = [y_.numpy() for _, y_ in make_dataset(fmnist, "train", shape, 128, training=True,
+                                                    seed=4, limit=128)][0]
+    assert np.array_equal(again_y, y)
+    assert np.array_equal(again_x, x)
     assert not np.array_equal(other, y)
+
+    # a second epoch of the same pipeline: new order, and images get other flips
+    second_x, second_y, _ = _collect(ds)
+    assert not np.array_equal(second_y, y)
+    by_label_first = {i: x[i] for i in range(128)}
+    changed = sum(
+        1 for i in range(128) for j in range(128)
+        if np.array_equal(second_x[i], by_label_first[j][:, ::-1]) and not np.array_equal(
+            second_x[i], by_label_first[j]))
+    assert changed > 10
 
 
 def test_make_dataset_rejects_bad_batch_size():

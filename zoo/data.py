@@ -315,29 +315,39 @@ def _resize(image, size: int, spec: DatasetSpec):
     return tf.image.resize_with_crop_or_pad(image, size, size)
 
 
-def _inception_crop(image, size: int, seed=None):
+def _inception_crop(image, size: int, seed):
     """Random-resized crop (area 0.08-1, aspect 3/4-4/3) then resize, as the papers' ImageNet recipes."""
-    begin, crop, _ = tf.image.sample_distorted_bounding_box(
-        tf.shape(image), tf.zeros([0, 0, 4], tf.float32), area_range=(0.08, 1.0),
+    begin, crop, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image), tf.zeros([0, 0, 4], tf.float32), seed=seed, area_range=(0.08, 1.0),
         aspect_ratio_range=(3 / 4, 4 / 3), max_attempts=10, use_image_if_no_bounding_boxes=True)
     image = tf.slice(image, begin, crop)
     return tf.image.resize(image, (size, size), method="bilinear")
 
 
-def preprocess(image, spec: DatasetSpec, input_shape, training: bool = False, augment: Optional[str] = None):
-    """uint8 image -> normalised float32 model input (augmented when ``training``)."""
+def preprocess(image, spec: DatasetSpec, input_shape, training: bool = False, augment: Optional[str] = None,
+               seed=None):
+    """uint8 image -> normalised float32 model input (augmented when ``training``).
+
+    Training augmentations are stateless random ops driven by ``seed`` (a [2] int
+    tensor, one per image: see :func:`make_dataset`), so a seeded pipeline gives the
+    same images whatever the parallelism; without one a random seed is drawn."""
     size, channels = int(input_shape[0]), int(input_shape[-1])
     augment = spec.augment if augment is None else augment
     image = tf.cast(image, tf.float32) / 255.0
+    if training and augment in ("flip", "crop_flip", "inception"):
+        if seed is None:
+            seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
+        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     if training and augment == "inception":
-        image = _inception_crop(image, size)
+        image = _inception_crop(image, size, crop_seed)
     else:
         image = _resize(image, size, spec)
     if training and augment in ("flip", "crop_flip", "inception"):
-        image = tf.image.random_flip_left_right(image)
+        image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     if training and augment == "crop_flip":  # 4-pixel zero padding + random crop
         image = tf.image.resize_with_crop_or_pad(image, size + 8, size + 8)
-        image = tf.image.random_crop(image, tf.stack([size, size, tf.shape(image)[-1]]))
+        image = tf.image.stateless_random_crop(image, tf.stack([size, size, tf.shape(image)[-1]]),
+                                               crop_seed)
     image = (image - tf.constant(spec.mean)) / tf.constant(spec.std)
     image = _match_channels(image, channels)
     image.set_shape((size, size, channels))
@@ -371,9 +381,16 @@ def make_dataset(
         ds = ds.cache()  # decoded uint8 images: 47 MB for Fashion-MNIST
     if training:
         ds = ds.shuffle(10_000 if not spec.large else 2_000, seed=seed, reshuffle_each_iteration=True)
+        # one augmentation seed per position in the epoch: the shuffle moves images between
+        # positions, so an image gets other flips / crops every epoch, reproducibly
+        ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
 
-    def prep(image, label):
-        return preprocess(image, spec, input_shape, training, augment), label
+        def prep(example, aug_seed):
+            image, label = example
+            return preprocess(image, spec, input_shape, training, augment, seed=aug_seed), label
+    else:
+        def prep(image, label):
+            return preprocess(image, spec, input_shape, training, augment), label
 
     ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training or seed is not None)
     ds = ds.batch(batch_size, drop_remainder=False)
