@@ -312,11 +312,11 @@ def _lce_params():
         marks = list(param.marks)
         if name in LCE_XFAIL:
             marks.append(pytest.mark.xfail(strict=True, reason=LCE_XFAIL[name]))
-        elif zoo.get_entry(name).extra.get("supernet") or name.endswith("_supernet"):
-            marks.append(pytest.mark.xfail(strict=False, reason=(
-                "supernet (a search-time training vehicle, deploy the searched child via --arch): "
-                "its run-time choice convs are not Larq layers, zoo.costs does not count them and "
-                "LCE's zero-padding fix-up does not see them (bmes_supernet disagrees with Keras)")))
+        elif zoo.get_entry(name).extra.get("supernet"):
+            # a supernet is a search-time training vehicle, not a network to deploy (the
+            # searched child is, via --arch, and is converted here): its run-time choice convs
+            # are not Larq layers, and SPOS's 20 switch_case layers take the converter > 8 min
+            continue
         params.append(pytest.param(name, marks=marks, id=name))
     return params
 

@@ -571,7 +571,7 @@ def spos(*, include_top=True, weights=None, input_shape=None, input_tensor=None,
                       input_tensor=input_tensor, num_classes=num_classes)
 
 
-@register_model("spos_supernet", binary=False, default_recipe="resnet_adam",
+@register_model("spos_supernet", binary=False, default_recipe="resnet_adam", extra={"supernet": True},
                 description="SPOS one-shot supernet: 20 choice layers, 4 blocks x 8 channel "
                             "scales each, BN without affine", **_COMMON)
 def spos_supernet(*, include_top=True, weights=None, input_shape=None, input_tensor=None,
@@ -595,6 +595,7 @@ def spos_binary(*, include_top=True, weights=None, input_shape=None, input_tenso
 
 
 @register_model("spos_binary_supernet", binary=True, default_recipe="larq_zoo_adam",
+                extra={"supernet": True},
                 description="Binary SPOS supernet (binary 1x1 convs, RSign / RPReLU)", **_COMMON)
 def spos_binary_supernet(*, include_top=True, weights=None, input_shape=None, input_tensor=None,
                          num_classes=1000, width: float = 1.0, dropout: float = DROPOUT):
