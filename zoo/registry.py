@@ -13,7 +13,7 @@ import fnmatch
 import re
 from typing import Any, Callable, Dict, Generic, Iterator, List, Optional, Sequence, TypeVar
 
-from zoo.errors import DuplicateNameError, UnknownNameError
+from zoo.errors import DuplicateNameError, InvalidInputError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -130,6 +130,24 @@ class ModelEntry:
 
     def __call__(self, **kwargs):
         return self.builder(**kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class FactoryEntry:
+    """A named factory with what ``zoo list --kind`` shows (augmentations, SSL methods)."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str
+    paper: str = ""
+
+
+def check_arguments(owner: str, given, allowed, hint: str = "") -> None:
+    """One clear error for user-given arguments ``owner`` does not take."""
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise InvalidInputError(f"{owner} takes no argument {', '.join(unknown)}; it takes "
+                                f"{', '.join(sorted(allowed))}{hint}.")
 
 
 MODELS: Registry[ModelEntry] = Registry("model")

@@ -8,26 +8,18 @@ the batched tf.data pipeline: ``(images [B,H,W,C], integer labels [B])`` ->
 """
 from __future__ import annotations
 
-import dataclasses
 import inspect
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
 from zoo.augment.attentive import AttentiveCutMix, build_feature_fn, resolve_extractor_name
 from zoo.augment.mixing import CutMix, Mixup
 from zoo.errors import InvalidInputError
-from zoo.registry import Registry
+from zoo.registry import FactoryEntry, Registry, check_arguments
 
 
-@dataclasses.dataclass(frozen=True)
-class AugmentationEntry:
-    name: str
-    factory: Callable[..., Any]
-    description: str
-    paper: str = ""
-
-
+AugmentationEntry = FactoryEntry
 AUGMENTATIONS: Registry[AugmentationEntry] = Registry("augmentation")
 
 
@@ -70,11 +62,7 @@ def get_augmentation(name: str, spec=None, input_shape=None, **args):
     allowed = set(inspect.signature(_ARGS[entry.name].__init__).parameters) - {"self", "feature_fn"}
     if entry.name == "attentive_cutmix":
         allowed |= {"extractor", "grid", "layer"}
-    unknown = sorted(set(args) - allowed)
-    if unknown:
-        raise InvalidInputError(
-            f"{entry.name} takes no argument {', '.join(unknown)}; it takes {', '.join(sorted(allowed))} "
-            f"(--augment-arg KEY=VALUE).")
+    check_arguments(entry.name, args, allowed, " (--augment-arg KEY=VALUE)")
     if "prob" in args and not 0.0 <= float(args["prob"]) <= 1.0:
         raise InvalidInputError(f"prob must be in [0, 1], got {args['prob']}.")
     for key in ("alpha", "beta"):

@@ -7,25 +7,15 @@ frozen features). ``zoo list --kind ssl`` lists the methods.
 """
 from __future__ import annotations
 
-import dataclasses
 import inspect
-from typing import Any, Callable
 
-from zoo.errors import InvalidInputError
-from zoo.registry import Registry
+from zoo.registry import FactoryEntry, Registry, check_arguments
 from zoo.ssl.byol import BYOL
 from zoo.ssl.moco import MoCo
 from zoo.ssl.simclr import SimCLR
 
 
-@dataclasses.dataclass(frozen=True)
-class SSLEntry:
-    name: str
-    factory: Callable[..., Any]
-    description: str
-    paper: str = ""
-
-
+SSLEntry = FactoryEntry
 SSL_METHODS: Registry[SSLEntry] = Registry("ssl")
 SSL_METHODS.register("moco", SSLEntry(
     "moco", MoCo, "MoCo v2: momentum key encoder, queue of negatives, MLP head", "2003.04297"),
@@ -40,10 +30,7 @@ def get_method(name: str, **args):
     """A configured SSL method; ``args`` are its hyper-parameters (``--set KEY=VALUE``)."""
     entry = SSL_METHODS.get(name)
     allowed = set(inspect.signature(entry.factory.__init__).parameters) - {"self"}
-    unknown = sorted(set(args) - allowed)
-    if unknown:
-        raise InvalidInputError(f"{entry.name} has no setting {', '.join(unknown)}; it has "
-                                f"{', '.join(sorted(allowed))}.")
+    check_arguments(entry.name, args, allowed, " (--set KEY=VALUE)")
     return entry.factory(**args)
 
 
