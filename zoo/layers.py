@@ -285,3 +285,10 @@ class RPReLU(tf.keras.layers.Layer):
 for _quantizer_cls in (Clip, RSign):
     tf.keras.utils.get_custom_objects().setdefault(_quantizer_cls.__name__, _quantizer_cls)
 del _quantizer_cls
+
+
+def same_conv_output_shape(input_shape, strides: int, filters: int) -> tf.TensorShape:
+    """Output shape of a 'same'-padded conv with ``strides`` (NHWC): ceil(size / strides)."""
+    shape = tf.TensorShape(input_shape).as_list()
+    spatial = [None if s is None else -(-s // strides) for s in shape[1:3]]
+    return tf.TensorShape([shape[0], *spatial, filters])

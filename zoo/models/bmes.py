@@ -226,9 +226,7 @@ class GroupChoiceConv2D(tf.keras.layers.Layer):
         return tf.nn.conv2d(x, kernel, strides=self.strides, padding="SAME")
 
     def compute_output_shape(self, input_shape):
-        shape = tf.TensorShape(input_shape).as_list()
-        spatial = [None if s is None else -(-s // self.strides) for s in shape[1:3]]
-        return tf.TensorShape([shape[0], *spatial, self.filters])
+        return zl.same_conv_output_shape(input_shape, self.strides, self.filters)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,

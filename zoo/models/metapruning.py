@@ -333,9 +333,7 @@ class GeneratedConv2D(tf.keras.layers.Layer):
         return tf.nn.conv2d(tf.cast(inputs, kernel.dtype), kernel, self.strides, "SAME")
 
     def compute_output_shape(self, input_shape):
-        shape = tf.TensorShape(input_shape).as_list()
-        spatial = [None if s is None else -(-s // self.strides) for s in shape[1:3]]
-        return tf.TensorShape([shape[0], *spatial, self.max_out])
+        return zl.same_conv_output_shape(input_shape, self.strides, self.max_out)
 
     def get_config(self):
         return {**super().get_config(), "kind": self.kind, "kernel_size": self.kernel_size,

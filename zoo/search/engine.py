@@ -451,6 +451,18 @@ def top1_accuracy(model, dataset, call: Optional[Callable] = None) -> float:
 # ----------------------------------------------------------------------------- plots
 
 
+def _save_axes(plt, fig, ax, xlabel: str, ylabel: str, path: Path) -> Path:
+    """Label, grid and legend one plot, write it as a PNG and close the figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_search(output_dir, history: List[Dict[str, Any]], evaluated: Dict[str, Tuple[float, float]],
                 max_cost: Optional[float], *, random_scores: Optional[Sequence[Tuple[float, float]]] = None,
                 score_label: str = "top-1 (%)", cost_label: str = "cost") -> List[Path]:
@@ -470,14 +482,7 @@ def plot_search(output_dir, history: List[Dict[str, Any]], evaluated: Dict[str, 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(gens, [h["best"]["score"] for h in history], "o-", label="best so far")
     ax.plot(gens, [h["mean_score"] for h in history], "s--", label="population mean")
-    ax.set_xlabel("generation")
-    ax.set_ylabel(score_label)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    paths.append(output_dir / "search_progress.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(_save_axes(plt, fig, ax, "generation", score_label, output_dir / "search_progress.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
     if evaluated:
@@ -491,14 +496,7 @@ def plot_search(output_dir, history: List[Dict[str, Any]], evaluated: Dict[str, 
         ax.scatter([best["cost"]], [best["score"]], s=80, marker="*", color="red", label="best")
     if max_cost is not None:
         ax.axvline(max_cost, color="black", linestyle=":", label="limit")
-    ax.set_xlabel(cost_label)
-    ax.set_ylabel(score_label)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    paths.append(output_dir / "search_cloud.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(_save_axes(plt, fig, ax, cost_label, score_label, output_dir / "search_cloud.png"))
     return paths
 
 
