@@ -26,7 +26,7 @@ setup(
         "pillow",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "pytest-xdist>=3"],
         "deploy": ["larq-compute-engine==0.16.*"],
     },
     entry_points={"console_scripts": ["zoo=zoo.cli:main"]},

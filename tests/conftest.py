@@ -21,3 +21,17 @@ def fresh_session():
     tf.keras.utils.set_random_seed(0)
     yield
     tf.keras.backend.clear_session()
+
+
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist (``--dist loadgroup``), the tests that share a module-scoped fixture
+    (a trained run, a built supernet, a weights server) run on one worker, so each such
+    fixture is built once; every other test goes to whichever worker is free."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        shared = [name for name, defs in info.name2fixturedefs.items()
+                  if defs and defs[-1].scope == "module"]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}:module-fixtures"))

@@ -3,6 +3,7 @@ pipelines, missing-data errors, manual directories and image folders."""
 import dataclasses
 import gzip
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -353,7 +354,18 @@ def test_prepare_fashion_mnist_offline_from_manual_dir(tmp_path, monkeypatch, ca
     monkeypatch.setenv("ZOO_DATA_DIR", str(data))
     monkeypatch.setenv("ZOO_OFFLINE", "1")
     spec = get_dataset("fashion_mnist")
-    assert num_examples(spec, "test") == 10000
+    # another process holding the preparation lock: this one waits, then prepares
+    import tensorflow_datasets as tfds
+
+    counted = {}
+    lock = zdata._prepare_lock(tfds.builder(spec.tfds_name, data_dir=str(data)), spec)
+    with lock:
+        worker = threading.Thread(target=lambda: counted.update(n=num_examples(spec, "test")))
+        worker.start()
+        worker.join(timeout=3.0)
+        assert worker.is_alive() and not list(data.rglob("dataset_info.json"))
+    worker.join(timeout=600)
+    assert counted == {"n": 10000}
     assert f"from {manual / 'fashion_mnist'}" in capsys.readouterr().err
     assert list(data.rglob("dataset_info.json"))
     labels = np.concatenate([y.numpy() for _, y in load_split(spec, "test").batch(5000)])

@@ -312,6 +312,8 @@ def _lce_params():
         marks = list(param.marks)
         if name in LCE_XFAIL:
             marks.append(pytest.mark.xfail(strict=True, reason=LCE_XFAIL[name]))
+        elif not zoo.get_entry(name).binary:
+            continue  # real-valued networks convert with plain TFLite: nothing of LCE's to test
         elif zoo.get_entry(name).extra.get("supernet"):
             # a supernet is a search-time training vehicle, not a network to deploy (the
             # searched child is, via --arch, and is converted here): its run-time choice convs

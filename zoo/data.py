@@ -158,15 +158,30 @@ def _prepared_builder(spec: DatasetSpec):
         if not _host_resolves(spec.download_host):
             raise DatasetNotFoundError(_missing_message(spec, f"no network: {spec.download_host} "
                                                               f"cannot be reached"))
-    print(f"Preparing {spec.name} with tensorflow-datasets"
-          f"{f' from {folder}' if folder else ''} (once)...", file=sys.stderr)
-    config = tfds.download.DownloadConfig(manual_dir=str(folder) if folder else None)
-    try:
-        builder.download_and_prepare(download_config=config)
-    except Exception as error:  # network errors, missing manual files, corrupt archives
-        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise DatasetNotFoundError(_missing_message(spec, first)) from error
+    # one process prepares, others wait for it (tfds' own rename is not safe against a race)
+    with _prepare_lock(builder, spec):
+        builder = tfds.builder(spec.tfds_name, data_dir=data_dir())
+        if _is_prepared(builder):  # another process finished while this one waited
+            return builder
+        print(f"Preparing {spec.name} with tensorflow-datasets"
+              f"{f' from {folder}' if folder else ''} (once)...", file=sys.stderr)
+        config = tfds.download.DownloadConfig(manual_dir=str(folder) if folder else None)
+        try:
+            builder.download_and_prepare(download_config=config)
+        except Exception as error:  # network errors, missing manual files, corrupt archives
+            first = (str(error).strip().splitlines()[0][:200] if str(error).strip()
+                     else type(error).__name__)
+            raise DatasetNotFoundError(_missing_message(spec, first)) from error
     return builder
+
+
+def _prepare_lock(builder, spec: DatasetSpec):
+    """A file lock beside the dataset's tfds version folder (waits up to an hour)."""
+    from filelock import FileLock
+
+    folder = Path(builder.data_dir)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(folder.with_name(folder.name + ".lock")), timeout=3600)
 
 
 def _host_resolves(host: str) -> bool:
