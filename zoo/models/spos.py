@@ -23,6 +23,14 @@ the default: the block + channel architecture SPOS released
 (megvii-model/ShuffleNet-Series, OneShot: 328M FLOPs, 74.9% ImageNet top-1).
 A 20-digit string without scales means scale 1.0 everywhere (block-only search).
 
+Depth: the paper's space has 20 choice layers. Shallower spaces keep its stage
+ratio 1:1:2:1 and its four stride-2 layers: ``layers`` in 5, 10, 15 (stages
+n/n/2n/n); an architecture string's number of digits says which. They are for
+small inputs: at 28x28 the last stage already runs on 1x1 maps, and a 20-layer
+supernet of independent choice blocks needs far more random-path steps than a
+CPU budget gives before any path beats chance (measured on Fashion-MNIST: no
+progress in 480 steps at width 1.0), while 5 layers learn in a few hundred.
+
 The supernet (``spos_supernet``) holds every block at the largest scale (1.6)
 in one :class:`ChoiceLayer` per layer; which block runs and how many mid channels
 it uses are two integers in a non-trainable variable of that layer, so one traced
@@ -65,6 +73,7 @@ KERNELS = (3, 5, 7, 3)
 SCALES = tuple(round(0.2 * (i + 1), 1) for i in range(8))
 MAX_SCALE_INDEX = len(SCALES) - 1
 REPEATS = (4, 4, 8, 4)  # choice layers per stage (official Supernet/network.py)
+DEPTHS = (5, 10, 15, 20)  # choice layers of the spaces built here (stage ratio 1:1:2:1)
 STAGE_WIDTHS = (64, 160, 320, 640)
 STEM_WIDTH = 16
 LAST_WIDTH = 1024
@@ -110,10 +119,19 @@ def widths(width: float = 1.0) -> Tuple[int, Tuple[int, ...], int]:
     return stem, stages, max(8, int(round(LAST_WIDTH * width)))
 
 
-def layer_specs(width: float = 1.0) -> List[LayerSpec]:
+def stage_repeats(layers: int = NUM_LAYERS) -> Tuple[int, ...]:
+    """Choice layers per stage of a ``layers``-deep space (20: the paper's 4/4/8/4)."""
+    if layers not in DEPTHS:
+        raise InvalidInputError(f"An SPOS space has {', '.join(map(str, DEPTHS))} choice "
+                                f"layers, not {layers!r}.")
+    n = layers // 5
+    return (n, n, 2 * n, n)
+
+
+def layer_specs(width: float = 1.0, layers: int = NUM_LAYERS) -> List[LayerSpec]:
     stem, stages, _ = widths(width)
     specs, inp = [], stem
-    for stage, (repeats, oup) in enumerate(zip(REPEATS, stages)):
+    for stage, (repeats, oup) in enumerate(zip(stage_repeats(layers), stages)):
         for j in range(repeats):
             if j == 0:
                 spec = LayerSpec(len(specs), inp, oup, 2, inp, oup - inp, oup // 2)
@@ -126,20 +144,22 @@ def layer_specs(width: float = 1.0) -> List[LayerSpec]:
 
 # ----------------------------------------------------------------------------- arch strings
 
-_ARCH_RE = re.compile(r"^([0-3]{20})(?:-([0-7]{20}))?(?:@([0-9]*\.?[0-9]+))?$")
+_ARCH_RE = re.compile(r"^([0-3]+)(?:-([0-7]+))?(?:@([0-9]*\.?[0-9]+))?$")
 
 
 def parse_arch(arch: str) -> Tuple[Tuple[int, ...], Tuple[int, ...], Optional[float]]:
     """``"BLOCKS-SCALES[@WIDTH]"`` -> (blocks, scale indices, width or None)."""
     match = _ARCH_RE.match(str(arch).strip())
-    if not match:
+    if (not match or len(match.group(1)) not in DEPTHS
+            or (match.group(2) and len(match.group(2)) != len(match.group(1)))):
         raise InvalidInputError(
-            f"Bad SPOS architecture {arch!r}: expected 20 block digits 0-3 (0 Shuffle3x3, "
-            f"1 Shuffle5x5, 2 Shuffle7x7, 3 Xception), optionally '-' and 20 channel-scale "
-            f"digits 0-7 (scale 0.2 * (i + 1)) and '@WIDTH', e.g. {DEFAULT_ARCH!r}.")
+            f"Bad SPOS architecture {arch!r}: expected one block digit 0-3 per choice layer "
+            f"(0 Shuffle3x3, 1 Shuffle5x5, 2 Shuffle7x7, 3 Xception; 20 layers, or 5, 10, 15 "
+            f"for the shallower spaces), optionally '-' and as many channel-scale digits 0-7 "
+            f"(scale 0.2 * (i + 1)) and '@WIDTH', e.g. {DEFAULT_ARCH!r}.")
     blocks = tuple(int(c) for c in match.group(1))
     scales = (tuple(int(c) for c in match.group(2)) if match.group(2)
-              else (DEFAULT_SCALE_INDEX,) * NUM_LAYERS)
+              else (DEFAULT_SCALE_INDEX,) * len(blocks))
     width = float(match.group(3)) if match.group(3) else None
     return blocks, scales, width
 
@@ -325,7 +345,7 @@ def build_spos(arch: str = DEFAULT_ARCH, *, width: Optional[float] = None, binar
     stem, _, last = widths(width)
     inputs = zl.image_input(input_shape, input_tensor, min_size=16)
     x = _stem_bn_act(_stem(inputs, stem), bn_affine, binary)
-    for spec, block, scale in zip(layer_specs(width), blocks, scales):
+    for spec, block, scale in zip(layer_specs(width, len(blocks)), blocks, scales):
         x = _standalone_block(x, spec, block, scale, binary, bn_affine)
     outputs = _tail(x, last, binary, bn_affine, include_top, num_classes, dropout)
     return zl.finish_model(inputs, outputs, name or ("spos_binary" if binary else "spos"),
@@ -462,12 +482,13 @@ def _spec_from(index, inp, oup, stride) -> LayerSpec:
 
 def build_supernet(*, width: float = 1.0, binary: bool = False, dropout: float = DROPOUT,
                    include_top: bool = True, weights=None, input_shape=None, input_tensor=None,
-                   num_classes: int = 1000, name: Optional[str] = None):
+                   num_classes: int = 1000, name: Optional[str] = None,
+                   layers: int = NUM_LAYERS):
     """The SPOS supernet (BN without affine parameters, every block at scale 1.6)."""
     stem, _, last = widths(width)
     inputs = zl.image_input(input_shape, input_tensor, min_size=16)
     x = _stem_bn_act(_stem(inputs, stem), False, binary)
-    for spec in layer_specs(width):
+    for spec in layer_specs(width, layers):
         x = ChoiceLayer(spec.index, spec.inp, spec.oup, spec.stride, binary=binary,
                         name=f"choice{spec.index}")(x)
     outputs = _tail(x, last, binary, False, include_top, num_classes, dropout)
@@ -478,24 +499,28 @@ def build_supernet(*, width: float = 1.0, binary: bool = False, dropout: float =
 
 def choice_layers(supernet) -> List[ChoiceLayer]:
     layers = [layer for layer in supernet.layers if isinstance(layer, ChoiceLayer)]
-    if len(layers) != NUM_LAYERS:
-        raise InvalidInputError(f"{supernet.name} is not an SPOS supernet "
-                                f"({len(layers)} choice layers instead of {NUM_LAYERS}).")
+    if len(layers) not in DEPTHS:
+        raise InvalidInputError(f"{supernet.name} is not an SPOS supernet ({len(layers)} "
+                                f"choice layers instead of one of {DEPTHS}).")
     return sorted(layers, key=lambda layer: layer.spec.index)
 
 
 def path_array(blocks: Sequence[int], scales: Sequence[int]) -> np.ndarray:
-    """A path as the ``[20, 2]`` int32 array (block, scale index) the supernet reads."""
+    """A path as the ``[layers, 2]`` int32 array (block, scale index) the supernet reads."""
     return np.stack([np.asarray(blocks, np.int32), np.asarray(scales, np.int32)], axis=1)
 
 
 def set_path(supernet, blocks: Sequence[int], scales: Sequence[int]) -> None:
     """Select one path of the supernet (eagerly; in a tf.function use :func:`assign_path`)."""
-    assign_path(supernet, tf.constant(path_array(blocks, scales)))
+    path = path_array(blocks, scales)
+    if len(path) != len(choice_layers(supernet)):
+        raise InvalidInputError(f"A path of {len(path)} layers for a supernet of "
+                                f"{len(choice_layers(supernet))} choice layers.")
+    assign_path(supernet, tf.constant(path))
 
 
 def assign_path(supernet, path) -> None:
-    """Assign a ``[20, 2]`` int32 tensor of (block, scale) to the choice layers."""
+    """Assign a ``[layers, 2]`` int32 tensor of (block, scale) to the choice layers."""
     for i, layer in enumerate(choice_layers(supernet)):
         layer.choice.assign(path[i])
 
@@ -575,11 +600,12 @@ def spos(*, include_top=True, weights=None, input_shape=None, input_tensor=None,
                 description="SPOS one-shot supernet: 20 choice layers, 4 blocks x 8 channel "
                             "scales each, BN without affine", **_COMMON)
 def spos_supernet(*, include_top=True, weights=None, input_shape=None, input_tensor=None,
-                  num_classes=1000, width: float = 1.0, dropout: float = DROPOUT):
-    """SPOS one-shot supernet (path in the choice layers' variables)."""
+                  num_classes=1000, width: float = 1.0, dropout: float = DROPOUT,
+                  layers: int = NUM_LAYERS):
+    """SPOS one-shot supernet (path in the choice layers' variables; ``layers`` 5-20)."""
     return build_supernet(width=width, binary=False, dropout=dropout, include_top=include_top,
                           weights=weights, input_shape=input_shape, input_tensor=input_tensor,
-                          num_classes=num_classes)
+                          num_classes=num_classes, layers=layers)
 
 
 @register_model("spos_binary", binary=True, default_recipe="larq_zoo_adam",
@@ -598,8 +624,9 @@ def spos_binary(*, include_top=True, weights=None, input_shape=None, input_tenso
                 extra={"supernet": True},
                 description="Binary SPOS supernet (binary 1x1 convs, RSign / RPReLU)", **_COMMON)
 def spos_binary_supernet(*, include_top=True, weights=None, input_shape=None, input_tensor=None,
-                         num_classes=1000, width: float = 1.0, dropout: float = DROPOUT):
-    """Binary SPOS one-shot supernet."""
+                         num_classes=1000, width: float = 1.0, dropout: float = DROPOUT,
+                         layers: int = NUM_LAYERS):
+    """Binary SPOS one-shot supernet (``layers`` 5-20)."""
     return build_supernet(width=width, binary=True, dropout=dropout, include_top=include_top,
                           weights=weights, input_shape=input_shape, input_tensor=input_tensor,
-                          num_classes=num_classes)
+                          num_classes=num_classes, layers=layers)

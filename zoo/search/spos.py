@@ -63,6 +63,7 @@ DEFAULTS = {
     "label_smoothing": 0.1,
     "optimizer": "sgd",  # "adam": Adam (lr default 2e-3), the zoo's short-run choice
     "width": 1.0,
+    "layers": S.NUM_LAYERS,  # choice layers: the paper's 20, or 5 / 10 / 15 for small inputs
     "val_images": 10000,  # held out of the training split to score candidates
     "traced": True,  # one traced train step for every path; false: eager steps
 }
@@ -72,15 +73,16 @@ DEFAULTS = {
 
 
 class SPOSSpace(SearchSpace):
-    """20 block genes (4 options) then 20 channel-scale genes (8 options)."""
+    """``layers`` block genes (4 options) then ``layers`` channel-scale genes (8 options)."""
 
     def __init__(self, width: float = 1.0, binary: bool = False, input_shape=(224, 224, 3),
-                 num_classes: int = 1000):
+                 num_classes: int = 1000, layers: int = S.NUM_LAYERS):
         self.width, self.binary = float(width), bool(binary)
         self.input_shape, self.num_classes = tuple(input_shape), int(num_classes)
-        self.choices = (len(S.BLOCKS),) * S.NUM_LAYERS + (len(S.SCALES),) * S.NUM_LAYERS
+        self.specs = S.layer_specs(self.width, layers)
+        self.layers = n = len(self.specs)
+        self.choices = (len(S.BLOCKS),) * n + (len(S.SCALES),) * n
         self.metric = "ops" if binary else "float_macs"
-        self.specs = S.layer_specs(self.width)
         sizes, (h, w) = [], S._stem_size(self.input_shape[:2])
         for spec in self.specs:
             sizes.append((h, w))
@@ -95,10 +97,13 @@ class SPOSSpace(SearchSpace):
         return "spos_binary" if self.binary else "spos"
 
     def encode(self, candidate) -> str:
-        return S.format_arch(candidate[:S.NUM_LAYERS], candidate[S.NUM_LAYERS:], self.width)
+        return S.format_arch(candidate[:self.layers], candidate[self.layers:], self.width)
 
     def decode(self, arch: str):
         blocks, scales, width = S.parse_arch(arch)
+        if len(blocks) != self.layers:
+            raise InvalidInputError(f"Architecture {arch!r} has {len(blocks)} choice layers, this "
+                                    f"space {self.layers}.")
         if (width or 1.0) != self.width:
             raise InvalidInputError(f"Architecture {arch!r} has width {width or 1.0:g}, this "
                                     f"space {self.width:g}.")
@@ -144,13 +149,13 @@ class SPOSSpace(SearchSpace):
     def fixed_cost(self) -> float:
         """Stem + last conv + classifier: a whole model's cost minus its block terms."""
         if self._fixed is None:
-            candidate = (0,) * (2 * S.NUM_LAYERS)  # Shuffle3x3 at scale 0.2 everywhere
+            candidate = (0,) * (2 * self.layers)  # Shuffle3x3 at scale 0.2 everywhere
             whole = float(model_costs(self.build(candidate))[self.metric])
             self._fixed = whole - self._blocks_cost(candidate)
         return self._fixed
 
     def _blocks_cost(self, candidate) -> float:
-        n = S.NUM_LAYERS
+        n = self.layers
         return float(sum(self.term(i, candidate[i], candidate[n + i]) for i in range(n)))
 
     def cost(self, candidate) -> float:
@@ -158,7 +163,7 @@ class SPOSSpace(SearchSpace):
 
     def cost_range(self) -> Tuple[float, float]:
         """The cheapest and the most expensive architecture of the space."""
-        n = S.NUM_LAYERS
+        n = self.layers
         low = high = self.fixed_cost()
         for i in range(n):
             terms = [self.term(i, b, s) for b in range(len(S.BLOCKS)) for s in range(len(S.SCALES))]
@@ -239,7 +244,7 @@ def make_path_sampler(space: SPOSSpace, low: float, high: float, seed: int):
             candidate = sample_within(space, high, rng, SAMPLE_TRIES, min_cost=low)
         except ZooError:
             candidate = space.random(rng)
-        n = S.NUM_LAYERS
+        n = space.layers
         return S.path_array(candidate[:n], candidate[n:])
 
     return sample
@@ -349,10 +354,13 @@ def run_spos(config: SearchConfig, binary: bool = False) -> SearchResult:
 
     input_shape = zdata.input_shape_for(spec, get_entry(method), config.image_size)
     width = float(_setting(config, "width"))
-    space = SPOSSpace(width, binary, input_shape, spec.num_classes)
+    layers = int(_setting(config, "layers"))
+    space = SPOSSpace(width, binary, input_shape, spec.num_classes, layers)
     max_cost = config.max_ops
-    if max_cost is None:  # default: no more than the paper's searched network at this width
-        max_cost = space.cost(S.DEFAULT_BLOCKS + S.DEFAULT_SCALES)
+    if max_cost is None:  # default: the paper's searched network at this width (20 layers),
+        default = (S.DEFAULT_BLOCKS + S.DEFAULT_SCALES if layers == S.NUM_LAYERS  # or else
+                   else (0,) * layers + (S.DEFAULT_SCALE_INDEX,) * layers)  # plain ShuffleNetV2
+        max_cost = space.cost(default)
     max_cost = float(max_cost)
     band = config.extra.get("band", BAND)
     low, high = float(band[0]) * max_cost, float(band[1]) * max_cost
@@ -382,12 +390,13 @@ def run_spos(config: SearchConfig, binary: bool = False) -> SearchResult:
     recal_batches = min(recal_batches, steps_per_epoch)
 
     supernet = S.build_supernet(width=width, binary=binary, input_shape=input_shape,
-                                num_classes=spec.num_classes)
+                                num_classes=spec.num_classes, layers=layers)
     epochs = int(config.supernet_epochs if config.supernet_epochs is not None
                  else DEFAULTS["supernet_epochs"])
     weights_path, state_path = output / "supernet.h5", output / "supernet_log.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {"history": []}
-    if state.get("epochs") not in (None, epochs) or state.get("width") not in (None, width):
+    if (state.get("epochs") not in (None, epochs) or state.get("width") not in (None, width)
+            or (state["history"] and state.get("layers", S.NUM_LAYERS) != layers)):
         raise ZooError(f"{output} holds a supernet trained with other settings; use another "
                        f"--output.")
     done = len(state["history"])
@@ -401,7 +410,7 @@ def run_spos(config: SearchConfig, binary: bool = False) -> SearchResult:
     def save(epoch, record):
         supernet.save_weights(str(weights_path))
         state["history"].append(record)
-        state.update(epochs=epochs, width=width)
+        state.update(epochs=epochs, width=width, layers=layers)
         state_path.write_text(json.dumps(state, indent=1))
 
     started = time.time()
@@ -418,7 +427,7 @@ def run_spos(config: SearchConfig, binary: bool = False) -> SearchResult:
     supernet_seconds = time.time() - started
 
     def score(candidate) -> float:
-        n = S.NUM_LAYERS
+        n = space.layers
         S.set_path(supernet, candidate[:n], candidate[n:])
         recalibrate_batchnorm(supernet, recal_ds, recal_batches)
         return top1_accuracy(supernet, val_ds)
@@ -453,7 +462,7 @@ def run_spos(config: SearchConfig, binary: bool = False) -> SearchResult:
         method=method, arch=found["best_arch"], score=found["best_score"],
         cost=found["best_cost"], max_cost=max_cost, random_median_score=baseline["median"],
         random_scores=baseline["scores"], output=output,
-        extra={"metric": space.metric, "model": space.model, "width": width,
+        extra={"metric": space.metric, "model": space.model, "width": width, "layers": layers,
                "input_shape": list(input_shape), "supernet_epochs": epochs,
                "supernet_seconds": round(supernet_seconds, 1),
                "search_seconds": round(search_seconds, 1),
