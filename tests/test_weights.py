@@ -538,6 +538,23 @@ def test_publish_writes_hashed_files_and_a_complete_record(published, run_dir, m
     assert _cache_files() == []
 
 
+def test_interrupted_publish_leaves_no_files_and_no_record(run_dir, tmp_path, monkeypatch):
+    import zoo.training.loop as loop
+
+    release = tmp_path / "release"
+    release.mkdir()
+    (release / "keep.txt").write_text("not the publisher's")
+    manifest = release / "manifest.json"
+
+    def interrupted(*args, **kwargs):  # SIGTERM arrives during the evaluation (zoo.cli's
+        raise SystemExit(143)  # handler turns it into SystemExit)
+
+    monkeypatch.setattr(loop, "evaluate_model", interrupted)
+    with pytest.raises(SystemExit):
+        zw.publish(run_dir, "fmnist_cut", release_dir=release, manifest=manifest, eval_limit=200)
+    assert sorted(p.name for p in release.iterdir()) == ["keep.txt"]
+
+
 def _fashion_test_image():
     spec = zdata.get_dataset("fashion_mnist")
     image, label = next(iter(zdata.load_split(spec, "test").take(1)))

@@ -242,7 +242,14 @@ def evaluate(name, weights, dataset, batch_size, image_size, limit, linear_probe
     _print_results(results, fmt)
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds: finally blocks remove partial files
+
+
 def main(argv=None):
+    import signal
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     cli.main(args=argv, prog_name="zoo")
 
 

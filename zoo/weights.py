@@ -1309,9 +1309,10 @@ def _gzip_h5(source: Path, target: Path) -> None:
         src.visititems(copy)
 
 
-def _save_hashed(model, folder: Path, stem: str) -> Tuple[Path, str, int]:
+def _save_hashed(model, folder: Path, stem: str,
+                 created: Optional[List[Path]] = None) -> Tuple[Path, str, int]:
     """Save ``model``'s weights (h5, no optimizer state, gzip-compressed datasets) as
-    ``{stem}-{sha256[:8]}.h5``."""
+    ``{stem}-{sha256[:8]}.h5``; a new file is appended to ``created``."""
     tmp = folder / f".{stem}.{uuid.uuid4().hex[:8]}.h5"
     raw = folder / f".{stem}.{uuid.uuid4().hex[:8]}.raw.h5"
     try:
@@ -1321,6 +1322,8 @@ def _save_hashed(model, folder: Path, stem: str) -> Tuple[Path, str, int]:
         final = folder / f"{stem}-{digest[:8]}.h5"
         if final.exists() and sha256_file(final) != digest:
             raise WeightsError(f"{final} exists with other contents; it is never overwritten.")
+        if not final.exists() and created is not None:
+            created.append(final)
         os.replace(tmp, final)
     finally:
         _remove(tmp, raw)
@@ -1402,43 +1405,51 @@ def publish(
     compact_binary_kernels(top)
     _copy_into_notop(top, notop)
     costs = model_costs(top)
-    top_path, top_sha, top_size = _save_hashed(top, folder, f"{entry.name}-{tag}")
-    notop_path, notop_sha, notop_size = _save_hashed(notop, folder, f"{entry.name}-{tag}-notop")
-    del top, notop
+    created: List[Path] = []  # a failed or interrupted publish (SIGTERM too, see zoo.cli)
+    try:  # removes the files it wrote (temporaries: _save_hashed) and writes no record
+        top_path, top_sha, top_size = _save_hashed(top, folder, f"{entry.name}-{tag}", created)
+        notop_path, notop_sha, notop_size = _save_hashed(notop, folder,
+                                                         f"{entry.name}-{tag}-notop", created)
+        del top, notop
 
-    record = {
-        "model": entry.name, "tag": tag, "dataset": dataset.name,
-        "input_shape": list(input_shape), "num_classes": num_classes,
-        "files": {
-            "top": {"file": top_path.name, "sha256": top_sha, "size": top_size,
-                    "urls": _urls(base_url, entry.name, tag, top_path.name)},
-            "notop": {"file": notop_path.name, "sha256": notop_sha, "size": notop_size,
-                      "urls": _urls(base_url, entry.name, tag, notop_path.name)},
-        },
-        "preprocessing": _preprocessing_record(dataset, input_shape),
-        "labels": list(zdata.class_names(dataset)),
-        "model_overrides": overrides,
-        "metrics": {}, "costs": costs,
-        "recipe": config.get("recipe"), "command": config.get("command"),
-        "versions": config.get("versions") or {}, "license": license,
-        "date": datetime.date.today().isoformat(), "source": f"zoo publish {run.name}",
-        "notes": notes,
-    }
-    spec = WeightSpec.from_dict(key, record, str(folder.resolve()))
-    # evaluate what a user gets: the verified top file, through the record, on the test split
-    net = load(entry.name, weights=spec, input_shape=input_shape, num_classes=num_classes, **overrides)
-    results = evaluate_model(net, dataset, input_shape, batch_size=batch_size, limit=eval_limit)
-    record["metrics"] = {"dataset": dataset.name, "split": dataset.test_split,
-                         "examples": results["examples"], "top1": round(results["top1"], 4),
-                         "top5": round(results["top5"], 4), "loss": round(results["loss"], 6)}
-    with _manifest_lock(mpath):
-        data = _read_manifest_json(mpath)
-        if key in data["records"]:
-            raise WeightsError(f"{key} was published in {mpath} meanwhile; it is never overwritten.")
-        data["schema"] = MANIFEST_SCHEMA
-        data["records"][key] = record
-        data["records"] = dict(sorted(data["records"].items()))
-        _atomic_write_json(mpath, data)
+        record = {
+            "model": entry.name, "tag": tag, "dataset": dataset.name,
+            "input_shape": list(input_shape), "num_classes": num_classes,
+            "files": {
+                "top": {"file": top_path.name, "sha256": top_sha, "size": top_size,
+                        "urls": _urls(base_url, entry.name, tag, top_path.name)},
+                "notop": {"file": notop_path.name, "sha256": notop_sha, "size": notop_size,
+                          "urls": _urls(base_url, entry.name, tag, notop_path.name)},
+            },
+            "preprocessing": _preprocessing_record(dataset, input_shape),
+            "labels": list(zdata.class_names(dataset)),
+            "model_overrides": overrides,
+            "metrics": {}, "costs": costs,
+            "recipe": config.get("recipe"), "command": config.get("command"),
+            "versions": config.get("versions") or {}, "license": license,
+            "date": datetime.date.today().isoformat(), "source": f"zoo publish {run.name}",
+            "notes": notes,
+        }
+        spec = WeightSpec.from_dict(key, record, str(folder.resolve()))
+        # evaluate what a user gets: the verified top file, through the record, on the test split
+        net = load(entry.name, weights=spec, input_shape=input_shape, num_classes=num_classes,
+                   **overrides)
+        results = evaluate_model(net, dataset, input_shape, batch_size=batch_size, limit=eval_limit)
+        record["metrics"] = {"dataset": dataset.name, "split": dataset.test_split,
+                             "examples": results["examples"], "top1": round(results["top1"], 4),
+                             "top5": round(results["top5"], 4), "loss": round(results["loss"], 6)}
+        with _manifest_lock(mpath):
+            data = _read_manifest_json(mpath)
+            if key in data["records"]:
+                raise WeightsError(f"{key} was published in {mpath} meanwhile; it is never "
+                                   f"overwritten.")
+            data["schema"] = MANIFEST_SCHEMA
+            data["records"][key] = record
+            data["records"] = dict(sorted(data["records"].items()))
+            _atomic_write_json(mpath, data)  # published from here on
+    except BaseException:
+        _remove(*created)
+        raise
     write_results_csv(mpath)
     spec = WeightSpec.from_dict(key, record, str(folder.resolve()))
     if mpath.resolve() == manifest_path().resolve():
