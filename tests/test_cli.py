@@ -132,6 +132,12 @@ def test_evaluate_missing_weights_is_one_line():
                           "/nonexistent", "does not exist")
 
 
+def test_evaluate_unknown_tag_lists_the_weight_sets():
+    assert_one_error_line(run("evaluate", "birealnet18", "--weights", "imagenet"),
+                          "'imagenet' is neither a file nor a weight set of birealnet18",
+                          "fashion_mnist")
+
+
 def test_train_unknown_model(tmp_path):
     assert_one_error_line(run("train", "nosuchmodel", "--output", str(tmp_path / "run")),
                           "nosuchmodel")

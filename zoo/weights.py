@@ -854,9 +854,10 @@ def resolve(entry, weights, include_top: bool = True):
     return str(resolve_weights_path(path))
 
 
-def resolve_weights_path(weights) -> Path:
+def resolve_weights_path(weights, entry=None) -> Path:
     """A path to a weights file: the file itself, a training run directory, or (when no such
-    path exists) a published ``"model.tag"`` weight set, fetched and verified."""
+    path exists) a published ``"model.tag"`` weight set, fetched and verified. ``entry``:
+    the model the weights are for (an unknown tag then lists its weight sets)."""
     path = Path(os.path.expanduser(str(weights)))
     if path.is_dir():
         candidate = path / "weights.h5"
@@ -870,6 +871,10 @@ def resolve_weights_path(weights) -> Path:
         spec = _spec_from_key(str(weights))
         if spec is not None:
             return fetch(spec)
+        if entry is not None and os.sep not in str(weights) and not path.suffix:
+            tags = ", ".join(sorted(entry.weights)) or "none published"
+            raise WeightsError(f"{weights!r} is neither a file nor a weight set of {entry.name} "
+                               f"(its weight sets: {tags}; `zoo list --pretrained`).")
         raise WeightsError(
             f"Weights file {path} does not exist: pass an existing .h5 file or run directory."
         )

@@ -700,7 +700,7 @@ def load_for_evaluation(model: str, weights, dataset: str, image_size: Optional[
         return net, zdata.get_dataset(dataset), tuple(weight_spec.input_shape)
     if weights is None:
         raise InvalidInputError(f"Pass --weights: a weights file, a run directory or a tag of {entry.name}.")
-    path = resolve_weights_path(weights)
+    path = resolve_weights_path(weights, entry)
     config = run_config(path)
     if dataset is None and config is not None:
         dataset = config.get("dataset")
