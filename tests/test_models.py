@@ -347,3 +347,18 @@ def test_lce_conversion_agrees_with_keras(name):
                 for op in getattr(layer, "op_profiles", []) if op.precision == 1)
     assert census["binary_macs"] == costs["binary_macs"] - dense
     assert census["binary_macs"] + census["float_macs"] == costs["binary_macs"] + costs["float_macs"]
+
+
+def test_input_multiple_is_enforced_and_the_pipeline_pads_to_it():
+    from zoo import data as zdata
+    from zoo.errors import InvalidInputError
+
+    entry = zoo.get_entry("binary_resnet_e18")
+    assert entry.input_multiple == 8
+    with pytest.raises(InvalidInputError, match="divisible by 8 .*32x32"):
+        zoo.load("binary_resnet_e18", input_shape=(28, 28, 3), num_classes=10)
+    fmnist = zdata.get_dataset("fashion_mnist")
+    assert zdata.input_shape_for(fmnist, entry) == (32, 32, 3)
+    assert zdata.input_shape_for(fmnist, zoo.get_entry("birealnet18")) == (28, 28, 3)
+    model = zoo.load("binary_resnet_e18", input_shape=(40, 40, 3), num_classes=10)
+    assert model.output_shape == (None, 10)

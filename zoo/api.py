@@ -90,6 +90,7 @@ def info(name: str, costs: bool = True) -> Dict[str, Any]:
         "reported": entry.reported,
         "input_size": list(entry.input_size),
         "min_input_size": entry.min_input_size,
+        "input_multiple": entry.input_multiple,
         "default_recipe": entry.default_recipe,
         "weights": sorted(entry.weights),
     }

@@ -49,11 +49,13 @@ def image_input(
     input_tensor=None,
     default_shape: Sequence[int] = (224, 224, 3),
     min_size: int = 32,
+    multiple: int = 1,
 ):
     """Return the ``tf.keras.Input`` of a model, with keras.applications' rules.
 
     ``input_tensor`` wins over ``input_shape``; a plain tensor is wrapped. Spatial
-    sizes below ``min_size`` (what the network downsamples by) are rejected.
+    sizes below ``min_size`` (what the network downsamples by), or not divisible by
+    ``multiple`` (where the network needs it), are rejected.
     """
     if input_tensor is not None:
         if not tf.keras.backend.is_keras_tensor(input_tensor):
@@ -74,6 +76,12 @@ def image_input(
                 f"input_shape {shape} is too small: this model needs at least "
                 f"{min_size}x{min_size} pixels. Resize the images (the data pipeline does "
                 f"this with --image-size)."
+            )
+        if side is not None and side % multiple:
+            fit = -(-max(side, min_size) // multiple) * multiple
+            raise InvalidInputError(
+                f"input_shape {shape}: this model needs sizes divisible by {multiple} "
+                f"(e.g. {fit}x{fit}; the data pipeline pads with --image-size {fit})."
             )
     if input_tensor is not None:
         return input_tensor

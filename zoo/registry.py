@@ -122,6 +122,8 @@ class ModelEntry:
     input_size: tuple = (224, 224, 3)
     # smallest spatial size the architecture accepts (it downsamples by this much)
     min_input_size: int = 16
+    # spatial sizes must be divisible by this (1: any size from min_input_size)
+    input_multiple: int = 1
     default_recipe: str = "default"
     binary: bool = True
     # weight specs by tag (filled from weights/manifest.json)

@@ -22,14 +22,14 @@ R2B = Paper("2003.11535", "Training Binary Neural Networks with Real-to-Binary C
 LCE = Paper("2011.09398", "Larq Compute Engine: Design, Benchmark, and Deploy State-of-the-Art Binarized Neural Networks", "MLSys 2021")
 
 
-def _wrap(name, fn, paper, top1, top5, min_input_size=16, aliases=()):
+def _wrap(name, fn, paper, top1, top5, min_input_size=16, aliases=(), input_multiple=1):
     """Register a larq-zoo model function under ``name``."""
 
     def builder(*, include_top=True, weights=None, input_shape=None, input_tensor=None,
                 num_classes=1000):
         if input_tensor is None:
             # validate with the zoo's rules (clear errors); larq-zoo builds its own Input
-            image_input(input_shape, None, min_size=min_input_size)
+            image_input(input_shape, None, min_size=min_input_size, multiple=input_multiple)
         lqz_weights = "imagenet" if weights == "imagenet" else None
         model = fn(include_top=include_top, weights=lqz_weights, input_shape=input_shape,
                    input_tensor=input_tensor, num_classes=num_classes)
@@ -42,7 +42,8 @@ def _wrap(name, fn, paper, top1, top5, min_input_size=16, aliases=()):
     register_model(
         name, aliases=aliases, paper=paper, family="larq_zoo",
         reported={"imagenet2012": {"top1": top1, "top5": top5, "source": "larq-zoo"}},
-        min_input_size=min_input_size, default_recipe="larq_zoo_adam",
+        min_input_size=min_input_size, input_multiple=input_multiple,
+        default_recipe="larq_zoo_adam",
         extra={"larq_zoo": f"{fn.__module__}.{fn.__name__}", "larq_zoo_weights": "imagenet"},
     )(builder)
     return builder
@@ -62,6 +63,8 @@ _wrap("meliusnet22", lqz.literature.MeliusNet22, MELIUS, 62.4, 83.9)
 _wrap("xnornet", lqz.literature.XNORNet, XNOR, 44.96, 69.18, min_input_size=224)
 _wrap("dorefanet", lqz.literature.DoReFaNet, DOREFA, 53.39, 76.50, min_input_size=64)
 _wrap("binary_alexnet", lqz.literature.BinaryAlexNet, BNN, 36.30, 61.53, min_input_size=64)
-_wrap("binary_resnet_e18", lqz.literature.BinaryResNetE18, BDENSE, 58.32, 80.79, aliases=("binaryresnete18",))
+# its strided shortcuts ('valid' 2x2 avg-pools) and convs ('same') disagree on odd maps
+_wrap("binary_resnet_e18", lqz.literature.BinaryResNetE18, BDENSE, 58.32, 80.79,
+      aliases=("binaryresnete18",), input_multiple=8)
 _wrap("larq_zoo_birealnet", lqz.literature.BiRealNet,
       Paper("1808.00278", "Bi-Real Net (larq-zoo's Keras implementation)", "ECCV 2018"), 57.47, 79.84)
