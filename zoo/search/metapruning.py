@@ -11,7 +11,7 @@ training the pruned network from scratch, is
 ``zoo train metapruning_mobilenet_v1 --arch STRING``.
 
 Settings (``--set KEY=VALUE``): ``width`` (base width of the PruningNet and
-the pruned net, default 1.0), ``lr`` (SGD momentum 0.9, default 0.25, linear
+the pruned net, default 1.0 for V1 and 1.4 for V2, the papers' unpruned nets), ``lr`` (SGD momentum 0.9, default 0.25, linear
 to 0: the official PruningNet training), ``label_smoothing`` (default 0.1).
 The official code's weight decay (4e-5 on V1's generators) is not applied.
 """
@@ -28,6 +28,9 @@ from zoo.search.engine import SearchSpace
 
 # official search scripts: FLOPs <= 330M, against 569M (V1 1.0x) / 585M (V2 1.4x) unpruned
 DEFAULT_FLOPS_FRACTION = {"v1": 330 / 569, "v2": 330 / 585}
+# the papers' unpruned networks: MobileNetV1 1.0x, MobileNetV2 1.4x (paper Table 2 / official
+# code). V2 also needs it here: at 0.5x its PruningNet did not train on Fashion-MNIST (NaN)
+DEFAULT_WIDTH = {"v1": 1.0, "v2": 1.4}
 DEFAULT_SUPERNET_EPOCHS = 64  # official PruningNet training (MobileNetV1/V2): 64 epochs
 DEFAULT_RECALIBRATION = 20  # batches (the official code: 100 batches of 1000 images)
 SETTINGS = ("width", "lr", "label_smoothing")
@@ -77,7 +80,7 @@ def _run(version: str, config: SearchConfig) -> SearchResult:
     from zoo.training.optimizers import StageSchedule, get_optimizer
 
     check_settings(config, SETTINGS)
-    width = setting(config, "width", 1.0)
+    width = setting(config, "width", DEFAULT_WIDTH[version])
     lr = setting(config, "lr", 0.25)  # official PruningNet training: SGD 0.25, linear to 0
     smoothing = setting(config, "label_smoothing", 0.1)  # official training: label smoothing 0.1
     method = f"metapruning_mobilenet_{version}"
