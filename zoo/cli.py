@@ -242,14 +242,19 @@ def evaluate(name, weights, dataset, batch_size, image_size, limit, linear_probe
     _print_results(results, fmt)
 
 
-def _exit_on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)  # unwinds: finally blocks remove partial files
+def exit_on_sigterm() -> None:
+    """Make SIGTERM raise SystemExit, so that ``finally`` blocks remove partial files (for
+    commands that write files and then return; a training run keeps the default, since
+    Keras' fit loop does not let the exception through promptly; --resume covers it)."""
+    import signal
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def main(argv=None):
-    import signal
-
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     cli.main(args=argv, prog_name="zoo")
 
 

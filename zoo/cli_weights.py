@@ -143,8 +143,10 @@ def cache_clear(model, cache_dir, yes):
 def publish(run_dir, tag, release_dir, base_url, manifest, eval_limit, batch_size, notes, fmt):
     """Publish a `zoo train` run as weight set MODEL.TAG: top and no-top h5 files named
     with their sha256, test metrics, costs, recipe and versions in the manifest."""
+    from zoo.cli import exit_on_sigterm
     from zoo.weights import manifest_path, publish as publish_run
 
+    exit_on_sigterm()  # an interrupted publish removes what it wrote
     spec = publish_run(run_dir, tag, release_dir=release_dir, base_url=base_url, manifest=manifest,
                        eval_limit=eval_limit, batch_size=batch_size, notes=notes)
     if fmt == "json":
