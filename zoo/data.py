@@ -298,8 +298,8 @@ def input_shape_for(spec: DatasetSpec, entry=None, image_size: Optional[int] = N
             image_size = max(image_size, entry.min_input_size)
             if spec.large:
                 image_size = entry.input_size[0]
-            multiple = getattr(entry, "input_multiple", 1)
-            image_size = -(-image_size // multiple) * multiple  # Fashion-MNIST 28 -> 32 at 8
+            multiple = entry.input_multiple  # round up: Fashion-MNIST 28 -> 32 at 8
+            image_size = -(-image_size // multiple) * multiple
     channels = entry.input_size[2] if entry is not None else 3
     return (int(image_size), int(image_size), int(channels))
 

@@ -512,10 +512,10 @@ def path_array(blocks: Sequence[int], scales: Sequence[int]) -> np.ndarray:
 
 def set_path(supernet, blocks: Sequence[int], scales: Sequence[int]) -> None:
     """Select one path of the supernet (eagerly; in a tf.function use :func:`assign_path`)."""
-    path = path_array(blocks, scales)
-    if len(path) != len(choice_layers(supernet)):
-        raise InvalidInputError(f"A path of {len(path)} layers for a supernet of "
-                                f"{len(choice_layers(supernet))} choice layers.")
+    path, layers = path_array(blocks, scales), len(choice_layers(supernet))
+    if len(path) != layers:
+        raise InvalidInputError(f"A path of {len(path)} layers for a supernet of {layers} "
+                                f"choice layers.")
     assign_path(supernet, tf.constant(path))
 
 

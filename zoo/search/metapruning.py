@@ -11,9 +11,10 @@ training the pruned network from scratch, is
 ``zoo train metapruning_mobilenet_v1 --arch STRING``.
 
 Settings (``--set KEY=VALUE``): ``width`` (base width of the PruningNet and
-the pruned net, default 1.0 for V1 and 1.4 for V2, the papers' unpruned nets), ``lr`` (SGD momentum 0.9, default 0.25, linear
-to 0: the official PruningNet training), ``label_smoothing`` (default 0.1).
-The official code's weight decay (4e-5 on V1's generators) is not applied.
+the pruned net, default 1.0 for V1 and 1.4 for V2, the papers' unpruned nets),
+``lr`` (SGD momentum 0.9, default 0.25, linear to 0: the official PruningNet
+training), ``label_smoothing`` (default 0.1). The official code's weight decay
+(4e-5 on V1's generators) is not applied.
 """
 from __future__ import annotations
 

@@ -357,9 +357,13 @@ def run_spos(config: SearchConfig, binary: bool = False) -> SearchResult:
     layers = int(_setting(config, "layers"))
     space = SPOSSpace(width, binary, input_shape, spec.num_classes, layers)
     max_cost = config.max_ops
-    if max_cost is None:  # default: the paper's searched network at this width (20 layers),
-        default = (S.DEFAULT_BLOCKS + S.DEFAULT_SCALES if layers == S.NUM_LAYERS  # or else
-                   else (0,) * layers + (S.DEFAULT_SCALE_INDEX,) * layers)  # plain ShuffleNetV2
+    if max_cost is None:
+        # default: the cost of the paper's searched network at this width (20 layers), or of
+        # the plain ShuffleNetV2 (Shuffle3x3 at scale 1.0 everywhere) in a shallower space
+        if layers == S.NUM_LAYERS:
+            default = S.DEFAULT_BLOCKS + S.DEFAULT_SCALES
+        else:
+            default = (0,) * layers + (S.DEFAULT_SCALE_INDEX,) * layers
         max_cost = space.cost(default)
     max_cost = float(max_cost)
     band = config.extra.get("band", BAND)
