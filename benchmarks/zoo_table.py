@@ -146,15 +146,17 @@ def plot(rows, out_dir: Path) -> Path:
         on_front = i in front
         left.scatter(row["ops"] / 1e6, row["fmnist_top1"], s=60, zorder=3,
                      color="tab:red" if on_front else "tab:blue")
-        left.annotate(f"{row['model']}.{row['tag']}", (row["ops"] / 1e6, row["fmnist_top1"]),
+        name = row["model"] if row["tag"] == "fashion_mnist" else f"{row['model']}.{row['tag']}"
+        left.annotate(name, (row["ops"] / 1e6, row["fmnist_top1"]),
                       textcoords="offset points", xytext=(5, 4), fontsize=8)
     if len(front) > 1:
         left.plot([points[i][0] / 1e6 for i in front], [points[i][1] for i in front], "--",
                   color="tab:red")
     left.scatter([], [], color="tab:red", label="on the Pareto front")
     left.scatter([], [], color="tab:blue", label="dominated (more OPs, lower top-1)")
-    left.legend(loc="center right", fontsize=8)
-    left.set_xlabel("OPs at the trained input (millions; FLOPs + BOPs/64)")
+    left.legend(loc="lower right", fontsize=8)
+    left.set_xscale("log")  # from sub-million (QuickNet-Small) to hundreds of millions (DoReFa)
+    left.set_xlabel("OPs at the trained input (millions, log scale; FLOPs + BOPs/64)")
     left.set_ylabel("Fashion-MNIST test top-1 (%)")
     left.set_title("Fashion-MNIST, measured here (published weights)")
     left.grid(alpha=0.3)

@@ -207,3 +207,13 @@ def test_tiny_search_end_to_end(tmp_path):
     model = zoo.load("metapruning_mobilenet_v1", arch=result.arch, width=WIDTH, input_shape=SHAPE,
                      num_classes=10)
     assert model_costs(model)["float_macs"] == result.cost
+
+
+@pytest.mark.parametrize("version, width", [("v1", "1.0"), ("v2", "1.4")])
+def test_search_default_width(version, width, tmp_path):
+    """Without --set width the search uses MetaPruning's widths (V1 1.0, V2 1.4: at 0.5 the V2
+    PruningNet diverged); an impossible limit names the width it was checked at."""
+    method = get_search(f"metapruning_mobilenet_{version}")
+    with pytest.raises(zoo.InvalidInputError, match=rf"at width {width} and input \(28, 28, 3\)"):
+        method.run(SearchConfig(output=tmp_path, max_ops=1.0))
+    assert not any(tmp_path.iterdir())  # refused before anything was written

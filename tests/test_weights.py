@@ -555,6 +555,67 @@ def test_interrupted_publish_leaves_no_files_and_no_record(run_dir, tmp_path, mo
     assert sorted(p.name for p in release.iterdir()) == ["keep.txt"]
 
 
+def test_losing_a_publish_race_keeps_the_winners_files(run_dir, tmp_path, monkeypatch):
+    """Same run, same tag, published twice at once: the files are named by their hash, so
+    both write the same names; the one that loses the manifest must not delete them."""
+    import zoo.training.loop as loop
+
+    release = tmp_path / "release"
+    manifest = release / "manifest.json"
+    evaluate = loop.evaluate_model
+    raced = []
+    tf.keras.backend.clear_session()
+
+    def other_publish_wins(*args, **kwargs):  # runs while this publish evaluates
+        if not raced:
+            raced.append(None)  # the other publish evaluates normally
+            tf.keras.backend.clear_session()  # layer names as in a second process: same bytes
+            raced[0] = zw.publish(run_dir, "fmnist_race", release_dir=release, manifest=manifest,
+                                  eval_limit=100)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate_model", other_publish_wins)
+    with pytest.raises(WeightsError, match="published .* meanwhile"):
+        zw.publish(run_dir, "fmnist_race", release_dir=release, manifest=manifest, eval_limit=100)
+    winner = raced[0]
+    assert sorted(p.name for p in release.iterdir() if p.suffix == ".h5") == sorted(
+        f.file for f in winner.files())
+    for weight_file in winner.files():
+        ok, reason = zw.verify_file(release / weight_file.file, weight_file, use_stamp=False)
+        assert ok, reason
+
+
+SIGTERM_DURING_PUBLISH = """
+import os, signal, sys, time
+from zoo.cli import exit_on_sigterm
+import zoo.training.loop as loop
+import zoo.weights as zw
+
+def terminated(*args, **kwargs):  # a real SIGTERM, delivered while the evaluation runs
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(600)
+
+exit_on_sigterm()  # what `zoo publish` installs
+loop.evaluate_model = terminated
+zw.publish(sys.argv[1], "fmnist_term", release_dir=sys.argv[2], manifest=sys.argv[3], eval_limit=200)
+"""
+
+
+def test_sigterm_during_publish_exits_and_leaves_no_files(run_dir, tmp_path):
+    import subprocess
+    import sys
+
+    release = tmp_path / "release"
+    release.mkdir()
+    manifest = release / "manifest.json"
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", SIGTERM_DURING_PUBLISH, str(run_dir), str(release),
+                           str(manifest)], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 128 + 15, done.stderr[-2000:]
+    assert time.monotonic() - started < 300  # the handler ended the sleep, not its 600 s
+    assert list(release.iterdir()) == []
+
+
 def _fashion_test_image():
     spec = zdata.get_dataset("fashion_mnist")
     image, label = next(iter(zdata.load_split(spec, "test").take(1)))

@@ -1335,6 +1335,24 @@ def _save_hashed(model, folder: Path, stem: str,
     return final, digest, final.stat().st_size
 
 
+def _remove_unrecorded(paths: List[Path], mpath: Path) -> None:
+    """Undo a failed publish: remove the files it wrote, except those a manifest record
+    names. Files are named by their content's hash, so a concurrent publish of the same
+    weights that won the manifest may have recorded the very file this one wrote."""
+    from filelock import Timeout
+
+    try:
+        with _manifest_lock(mpath):
+            try:
+                records = _read_manifest_json(mpath)["records"].values()
+            except Exception:  # an unreadable manifest names no file
+                records = []
+            recorded = {f.get("file") for r in records for f in r.get("files", {}).values()}
+            _remove(*(p for p in paths if p.name not in recorded))
+    except Timeout:  # another publish holds the manifest and may name them: leave them
+        pass
+
+
 def _urls(base_url: Optional[str], model: str, tag: str, file: str) -> List[str]:
     base = base_url or DEFAULT_URL_TEMPLATE
     if "{file}" in base:
@@ -1453,7 +1471,7 @@ def publish(
             data["records"] = dict(sorted(data["records"].items()))
             _atomic_write_json(mpath, data)  # published from here on
     except BaseException:
-        _remove(*created)
+        _remove_unrecorded(created, mpath)
         raise
     write_results_csv(mpath)
     spec = WeightSpec.from_dict(key, record, str(folder.resolve()))
