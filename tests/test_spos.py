@@ -264,9 +264,13 @@ def test_shallow_supernet_path_equals_the_standalone_network(fresh_session):
 
 @pytest.mark.slow
 def test_random_path_training_of_a_shallow_supernet_learns(fresh_session):
-    """Uniform random paths (4 blocks x 8 scales per layer) on real Fashion-MNIST: the 5-layer
-    supernet's sampled paths get well above chance within 160 steps. (The 20-layer one stays
-    at chance for hundreds of steps at this budget: the reason shallower spaces exist.)"""
+    """Uniform random paths (4 blocks x 8 scales per layer) on real Fashion-MNIST: within 240
+    steps the 5-layer supernet's sampled paths beat what no information allows. Chance is 10%
+    top-1 and a loss of ln 10 = 2.303 (a uniform guess); a net that learned nothing stays at or
+    above both. Random blocks learn slowly (a fixed path fits these 512 images in 20 steps,
+    random paths reach 20-30% here, across seeds 1-3: last-quarter loss 1.90-2.16), so the bounds
+    sit well inside that spread. (The 20-layer space stays at chance at this budget: the reason
+    shallower spaces exist.)"""
     from zoo import data as zdata
     from zoo.search.spos import _pipeline
 
@@ -275,7 +279,9 @@ def test_random_path_training_of_a_shallow_supernet_learns(fresh_session):
     supernet = S.build_supernet(width=1.0, input_shape=(28, 28, 3), num_classes=10, layers=5)
     rng = np.random.default_rng(0)
     history = train_supernet(
-        supernet, data, 20, lambda: S.path_array(rng.integers(0, 4, 5), rng.integers(0, 8, 5)),
-        steps_per_epoch=8, lr=2e-3, optimizer="adam", verbose=False, traced=False)
-    first, last = history[0]["accuracy"], np.mean([r["accuracy"] for r in history[-4:]])
-    assert first < 16.0 and last > 20.0, [round(r["accuracy"], 1) for r in history]
+        supernet, data, 30, lambda: S.path_array(rng.integers(0, 4, 5), rng.integers(0, 8, 5)),
+        steps_per_epoch=8, lr=5e-3, optimizer="adam", verbose=False)
+    last = history[-7:]  # the last quarter: 56 batches of 64
+    loss, accuracy = np.mean([r["loss"] for r in last]), np.mean([r["accuracy"] for r in last])
+    trace = [(round(r["loss"], 3), round(r["accuracy"], 1)) for r in history]
+    assert history[0]["loss"] > np.log(10) and loss < 2.25 and accuracy > 15.0, trace
