@@ -659,3 +659,39 @@ def test_decode_predictions():
     assert decoded == [[("Trouser", pytest.approx(0.6)), ("Pullover", pytest.approx(0.3))]]
     with pytest.raises(zoo.InvalidInputError):
         zoo.decode_predictions(np.zeros((1, 7)), name_or_spec="fashion_mnist")
+
+
+def test_compaction_keeps_outputs_and_binarises_every_binary_kernel(fresh_session):
+    """Published files hold the kernels the forward pass uses: sign, magnitude-aware (per
+    channel, per layer as in DoReFa-Net, clipped as in XNOR-Net) and latent-free kernels
+    become their quantized values, outputs unchanged; 2-bit and real kernels stay as they are."""
+    import larq as lq
+    from larq_zoo.literature.dorefanet import magnitude_aware_sign_unclipped
+    from larq_zoo.literature.xnornet import xnor_weight_scale
+
+    from zoo.weights import compact_binary_kernels
+
+    binary = {"sign": "ste_sign", "magnitude": lq.quantizers.MagnitudeAwareSign(),
+              "per_layer": magnitude_aware_sign_unclipped, "xnor": xnor_weight_scale,
+              "free": lq.quantizers.NoOp(precision=1)}
+    inputs = tf.keras.Input((8, 8, 3))
+    x = inputs
+    for name, quantizer in {**binary, "two_bit": lq.quantizers.DoReFa(k_bit=2, mode="weights"),
+                            "real": None}.items():
+        x = lq.layers.QuantConv2D(4, 3, padding="same", kernel_quantizer=quantizer,
+                                  use_bias=False, name=name)(x)
+    model = tf.keras.Model(inputs, x)
+    rng = np.random.default_rng(0)
+    model.get_layer("free").kernel.assign(np.sign(rng.normal(size=(3, 3, 4, 4))).astype("float32"))
+    images = rng.normal(size=(2, 8, 8, 3)).astype("float32")
+    before = model(images).numpy()
+    kept = {name: model.get_layer(name).kernel.numpy() for name in ("two_bit", "real")}
+
+    assert compact_binary_kernels(model) == len(binary)
+    np.testing.assert_allclose(model(images).numpy(), before, rtol=1e-4, atol=1e-4)
+    for name in binary:
+        kernel = model.get_layer(name).kernel.numpy().reshape(-1, 4)
+        assert all(len(np.unique(np.abs(kernel[:, c]))) == 1 for c in range(4)), name
+    assert len(np.unique(model.get_layer("per_layer").kernel.numpy())) == 2
+    for name, value in kept.items():
+        np.testing.assert_array_equal(model.get_layer(name).kernel.numpy(), value)

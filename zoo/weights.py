@@ -1263,12 +1263,15 @@ def compact_binary_kernels(model) -> int:
     """Replace latent binary kernels by the values the forward pass uses, so that
     published files compress to a fraction of their float size.
 
-    ``magnitude_aware_sign`` kernels become ``sign(w) * mean|w|`` per output channel
-    and sign-quantized or latent-free (+-1) kernels become ``sign(w)``: the model's
-    outputs are unchanged (to float rounding), only the latent values that training
-    would continue from are dropped. Returns the number of kernels replaced."""
-    import larq as lq
+    A kernel is replaced by ``q = kernel_quantizer(kernel)`` when ``q`` is binary (one
+    magnitude per output channel: ``+-1``, ``sign(w) * mean|w|`` per channel or per
+    layer, XNOR's clipped scale) and the quantizer maps ``q`` onto itself, so the
+    model's outputs are unchanged (to float rounding): larq's sign quantizers, its
+    ``MagnitudeAwareSign``, latent-free (Bop) kernels and function quantizers alike.
+    Only the latent values that training would continue from are dropped; multi-bit
+    and real-valued kernels are left alone. Returns the number of kernels replaced."""
     import numpy as np
+    import tensorflow as tf
 
     replaced = 0
     for layer in model.layers:
@@ -1277,16 +1280,14 @@ def compact_binary_kernels(model) -> int:
         if quantizer is None or kernel is None:
             continue
         values = kernel.numpy()
-        signs = np.where(values >= 0, 1.0, -1.0).astype(values.dtype)  # larq's sign: 0 -> +1
-        if isinstance(quantizer, lq.quantizers.MagnitudeAwareSign):
-            axes = tuple(range(values.ndim - 1))
-            new = signs * np.mean(np.abs(values), axis=axes, keepdims=True)
-        elif isinstance(quantizer, (lq.quantizers.SteSign, lq.quantizers.ApproxSign)) or (
-                isinstance(quantizer, lq.quantizers.NoOp) and getattr(quantizer, "precision", None) == 1):
-            new = signs
-        else:
-            continue
-        kernel.assign(new.astype(values.dtype))
+        quantized = np.asarray(quantizer(tf.constant(values)), dtype=values.dtype)
+        magnitudes = np.abs(quantized).reshape(-1, values.shape[-1])
+        if not np.allclose(magnitudes, magnitudes[:1], rtol=1e-5, atol=1e-7):
+            continue  # more than one magnitude in a channel: not a binary kernel
+        if not np.allclose(np.asarray(quantizer(tf.constant(quantized))), quantized,
+                           rtol=1e-5, atol=1e-7):
+            continue  # the quantizer would not reproduce its own output
+        kernel.assign(quantized)
         replaced += 1
     return replaced
 
