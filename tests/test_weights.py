@@ -523,8 +523,8 @@ def test_publish_writes_hashed_files_and_a_complete_record(published, run_dir, m
     for layer, ref_layer in zip(net.layers, reference.layers):
         for a, b in zip(layer.get_weights(), ref_layer.get_weights()):
             if getattr(layer, "kernel_quantizer", None) is not None and a.ndim == 4:
-                scale = np.mean(np.abs(b), axis=(0, 1, 2), keepdims=True)
-                np.testing.assert_allclose(a, np.where(b >= 0, 1.0, -1.0) * scale, rtol=1e-6)
+                scale = np.mean(np.abs(b), axis=(0, 1, 2), keepdims=True)  # TF's mean: rtol 1e-5
+                np.testing.assert_allclose(a, np.where(b >= 0, 1.0, -1.0) * scale, rtol=1e-5)
                 compacted += 1
             else:
                 np.testing.assert_array_equal(a, b)
