@@ -695,3 +695,29 @@ def test_compaction_keeps_outputs_and_binarises_every_binary_kernel(fresh_sessio
     assert len(np.unique(model.get_layer("per_layer").kernel.numpy())) == 2
     for name, value in kept.items():
         np.testing.assert_array_equal(model.get_layer(name).kernel.numpy(), value)
+
+
+def test_compaction_of_long_channels(fresh_session):
+    """A 3x3x1024 magnitude-aware kernel (ReActNet's last 3x3 conv) is compacted too: its
+    quantizer reproduces its own output only to the float32 rounding of a 9216-term mean
+    (~1e-4 relative here), which a fixed 1e-5 tolerance took for a non-binary kernel."""
+    import larq as lq
+
+    from zoo.weights import compact_binary_kernels
+
+    inputs = tf.keras.Input((3, 3, 1024))
+    layer = lq.layers.QuantConv2D(4, 3, kernel_quantizer=lq.quantizers.MagnitudeAwareSign(),
+                                  use_bias=False)
+    model = tf.keras.Model(inputs, layer(inputs))
+    rng = np.random.RandomState(0)
+    layer.kernel.assign((rng.randn(3, 3, 1024, 4) * 0.05).astype("float32"))
+    quantizer = layer.kernel_quantizer
+    once = np.asarray(quantizer(tf.constant(layer.kernel.numpy())))
+    assert np.max(np.abs(np.asarray(quantizer(tf.constant(once))) - once) / np.abs(once)) > 1e-5
+    images = rng.randn(2, 3, 3, 1024).astype("float32")
+    before = model(images).numpy()
+
+    assert compact_binary_kernels(model) == 1
+    kernel = layer.kernel.numpy().reshape(-1, 4)
+    assert all(len(np.unique(np.abs(kernel[:, c]))) == 1 for c in range(4))
+    np.testing.assert_allclose(model(images).numpy(), before, rtol=1e-4, atol=1e-4)

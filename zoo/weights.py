@@ -1284,8 +1284,11 @@ def compact_binary_kernels(model) -> int:
         magnitudes = np.abs(quantized).reshape(-1, values.shape[-1])
         if not np.allclose(magnitudes, magnitudes[:1], rtol=1e-5, atol=1e-7):
             continue  # more than one magnitude in a channel: not a binary kernel
+        # q(q) differs from q by the float32 rounding of the per-channel mean, which grows
+        # with the channel's length (3e-5 relative over a 3x3x1024 kernel): tolerate that
+        rtol = max(1e-5, np.finfo(np.float32).eps * magnitudes.shape[0])
         if not np.allclose(np.asarray(quantizer(tf.constant(quantized))), quantized,
-                           rtol=1e-5, atol=1e-7):
+                           rtol=rtol, atol=1e-7):
             continue  # the quantizer would not reproduce its own output
         kernel.assign(quantized)
         replaced += 1
