@@ -661,7 +661,7 @@ def test_decode_predictions():
         zoo.decode_predictions(np.zeros((1, 7)), name_or_spec="fashion_mnist")
 
 
-def test_compaction_keeps_outputs_and_binarises_every_binary_kernel(fresh_session):
+def test_compaction_keeps_outputs_and_binarises_every_binary_kernel(fresh_session, capsys):
     """Published files hold the kernels the forward pass uses: sign, magnitude-aware (per
     channel, per layer as in DoReFa-Net, clipped as in XNOR-Net) and latent-free kernels
     become their quantized values, outputs unchanged; 2-bit and real kernels stay as they are."""
@@ -688,6 +688,7 @@ def test_compaction_keeps_outputs_and_binarises_every_binary_kernel(fresh_sessio
     kept = {name: model.get_layer(name).kernel.numpy() for name in ("two_bit", "real")}
 
     assert compact_binary_kernels(model) == len(binary)
+    assert "1 quantized kernel(s) stored as float" in capsys.readouterr().err  # the 2-bit one
     np.testing.assert_allclose(model(images).numpy(), before, rtol=1e-4, atol=1e-4)
     for name in binary:
         kernel = model.get_layer(name).kernel.numpy().reshape(-1, 4)
@@ -697,7 +698,7 @@ def test_compaction_keeps_outputs_and_binarises_every_binary_kernel(fresh_sessio
         np.testing.assert_array_equal(model.get_layer(name).kernel.numpy(), value)
 
 
-def test_compaction_of_long_channels(fresh_session):
+def test_compaction_of_long_channels(fresh_session, capsys):
     """A 3x3x1024 magnitude-aware kernel (ReActNet's last 3x3 conv) is compacted too: its
     quantizer reproduces its own output only to the float32 rounding of a 9216-term mean
     (~1e-4 relative here), which a fixed 1e-5 tolerance took for a non-binary kernel."""
@@ -718,6 +719,7 @@ def test_compaction_of_long_channels(fresh_session):
     before = model(images).numpy()
 
     assert compact_binary_kernels(model) == 1
+    assert "stored as float" not in capsys.readouterr().err
     kernel = layer.kernel.numpy().reshape(-1, 4)
     assert all(len(np.unique(np.abs(kernel[:, c]))) == 1 for c in range(4))
     np.testing.assert_allclose(model(images).numpy(), before, rtol=1e-4, atol=1e-4)

@@ -1273,12 +1273,13 @@ def compact_binary_kernels(model) -> int:
     import numpy as np
     import tensorflow as tf
 
-    replaced = 0
+    replaced, kept = 0, []
     for layer in model.layers:
         quantizer = getattr(layer, "kernel_quantizer", None)
         kernel = getattr(layer, "kernel", None)
         if quantizer is None or kernel is None:
             continue
+        kept.append(layer.name)
         values = kernel.numpy()
         quantized = np.asarray(quantizer(tf.constant(values)), dtype=values.dtype)
         magnitudes = np.abs(quantized).reshape(-1, values.shape[-1])
@@ -1291,7 +1292,11 @@ def compact_binary_kernels(model) -> int:
                            rtol=rtol, atol=1e-7):
             continue  # the quantizer would not reproduce its own output
         kernel.assign(quantized)
+        kept.pop()
         replaced += 1
+    if kept:  # quantized kernels stored at full size: multi-bit ones, or a quantizer to check
+        _log(f"{len(kept)} quantized kernel(s) stored as float (not binary, or not reproduced "
+             f"by their quantizer): {', '.join(kept[:8])}{' ...' if len(kept) > 8 else ''}")
     return replaced
 
 
