@@ -1279,21 +1279,21 @@ def compact_binary_kernels(model) -> int:
         kernel = getattr(layer, "kernel", None)
         if quantizer is None or kernel is None:
             continue
-        kept.append(layer.name)
         values = kernel.numpy()
         quantized = np.asarray(quantizer(tf.constant(values)), dtype=values.dtype)
         magnitudes = np.abs(quantized).reshape(-1, values.shape[-1])
-        if not np.allclose(magnitudes, magnitudes[:1], rtol=1e-5, atol=1e-7):
-            continue  # more than one magnitude in a channel: not a binary kernel
         # q(q) differs from q by the float32 rounding of the per-channel mean, which grows
         # with the channel's length (3e-5 relative over a 3x3x1024 kernel): tolerate that
         rtol = max(1e-5, np.finfo(np.float32).eps * magnitudes.shape[0])
-        if not np.allclose(np.asarray(quantizer(tf.constant(quantized))), quantized,
-                           rtol=rtol, atol=1e-7):
-            continue  # the quantizer would not reproduce its own output
-        kernel.assign(quantized)
-        kept.pop()
-        replaced += 1
+        binary = (  # one magnitude per channel, and the quantizer reproduces its own output
+            np.allclose(magnitudes, magnitudes[:1], rtol=1e-5, atol=1e-7)
+            and np.allclose(np.asarray(quantizer(tf.constant(quantized))), quantized,
+                            rtol=rtol, atol=1e-7))
+        if binary:
+            kernel.assign(quantized)
+            replaced += 1
+        else:
+            kept.append(layer.name)
     if kept:  # quantized kernels stored at full size: multi-bit ones, or a quantizer to check
         _log(f"{len(kept)} quantized kernel(s) stored as float (not binary, or not reproduced "
              f"by their quantizer): {', '.join(kept[:8])}{' ...' if len(kept) > 8 else ''}")
