@@ -146,6 +146,58 @@ def test_transfer_weights_from_real_clip_to_binary():
         transfer_weights(other, binary)
 
 
+# ----------------------------------------------------------------------------- progress lines
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_progress_log_throttles_and_estimates_time_left():
+    import io
+
+    from zoo.training.loop import ProgressLog
+
+    clock, stream = _Clock(), io.StringIO()
+    progress = ProgressLog("net", steps=100, interval=60, clock=clock, stream=stream)
+    progress.set_params({"epochs": 3, "steps": 100})
+    progress.on_epoch_begin(1)
+    clock.now += 30
+    progress.on_train_batch_end(9, {"loss": 1.5, "accuracy": 0.25})  # 30 s < 60 s: silent
+    assert stream.getvalue() == ""
+    clock.now += 45  # 75 s for 25 steps: 3 s a step, 75 steps left
+    progress.on_train_batch_end(24, {"loss": 0.75, "accuracy": 0.5, "top5": 0.9})
+    assert stream.getvalue() == ("[net] epoch 2/3: step 25/100 (25%), loss 0.7500, "
+                                 "accuracy 0.5000, 1:15 spent, ~3:45 left\n")
+    clock.now += 59  # under a minute since the last line
+    progress.on_train_batch_end(40, {"loss": 0.5})
+    assert stream.getvalue().count("\n") == 1
+    clock.now += 3600  # hours
+    progress.on_train_batch_end(49, {"loss": 0.5})
+    assert stream.getvalue().splitlines()[-1] == \
+        "[net] epoch 2/3: step 50/100 (50%), loss 0.5000, 1:02:14 spent, ~1:02:14 left"
+    progress.on_epoch_begin(2)  # a new epoch restarts the clock
+    clock.now += 60
+    progress.on_train_batch_end(99, {})
+    assert stream.getvalue().splitlines()[-1] == "[net] epoch 3/3: step 100/100 (100%), 1:00 spent, ~0:00 left"
+
+
+@needs_fmnist
+def test_train_logs_progress_within_an_epoch(tmp_path, monkeypatch, capsys):
+    from zoo.training import loop
+
+    monkeypatch.setattr(loop, "PROGRESS_INTERVAL_S", 0.0)  # a line after every step
+    train("binarynet", "fashion_mnist", output=tmp_path / "run", verbose=2, epochs=1,
+          batch_size=32, limit=64, eval_limit=50)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "step " in line]
+    assert [line.split(":")[1].split("(")[0].strip() for line in lines] == ["step 1/2", "step 2/2"]
+    assert lines[0].startswith("[binarynet] epoch 1/1: step 1/2 (50%), loss ")
+
+
 # ----------------------------------------------------------------------------- real runs
 
 

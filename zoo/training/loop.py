@@ -35,6 +35,7 @@ from zoo.training.optimizers import StageSchedule, get_optimizer
 from zoo.training.recipes import Recipe, Stage, get_recipe
 
 EVAL_BATCH_SIZE = 250
+PROGRESS_INTERVAL_S = 60.0  # seconds between ProgressLog lines in non-interactive logs
 
 
 def versions() -> Dict[str, str]:
@@ -251,6 +252,44 @@ class EpochSummary(tf.keras.callbacks.Callback):
             if new:
                 writer.writeheader()
             writer.writerow(row)
+
+
+class ProgressLog(tf.keras.callbacks.Callback):
+    """Logs a line to stderr at most every ``interval`` seconds within an epoch: step,
+    share done, running loss/accuracy, time spent and left. For logs written to a file
+    (Keras' ``verbose=2`` prints only at the end of an epoch, which can be an hour)."""
+
+    def __init__(self, label: str, steps: int, interval: Optional[float] = None,
+                 clock=time.monotonic, stream=None):
+        super().__init__()
+        self.label, self.steps, self.clock = label, int(steps), clock
+        self.interval = float(PROGRESS_INTERVAL_S if interval is None else interval)
+        self.stream = stream
+
+    @staticmethod
+    def _clock_text(seconds: float) -> str:
+        minutes, seconds = divmod(int(round(seconds)), 60)
+        return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}" if minutes >= 60 else f"{minutes}:{seconds:02d}"
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.start = self.last = self.clock()
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = self.clock()
+        if now - self.last < self.interval:
+            return
+        self.last = now
+        done = batch + 1
+        spent = now - self.start
+        left = spent / done * max(self.steps - done, 0)
+        metrics = "".join(f", {key} {float(value):.4f}" for key, value in (logs or {}).items()
+                          if key in ("loss", "accuracy"))
+        epochs = self.params.get("epochs") if self.params else None
+        print(f"[{self.label}] epoch {self.epoch + 1}{f'/{epochs}' if epochs else ''}: step "
+              f"{done}/{self.steps} ({100.0 * done / self.steps:.0f}%){metrics}, "
+              f"{self._clock_text(spent)} spent, ~{self._clock_text(left)} left",
+              file=self.stream or sys.stderr, flush=True)
 
 
 _NEW_RUNS: list = []  # run directories the current train() call created (see _no_partial_run)
@@ -611,6 +650,8 @@ def train(
             EpochSummary(run_dir / "summary.csv", stage.name, epoch_offset, guard),
             state,  # last: its checkpoint marks the epoch done (--resume trims what came after)
         ]
+        if verbose == 2:  # per-epoch lines only: add a line a minute within the epoch
+            callbacks.insert(1, ProgressLog(entry.name, math.ceil(train_examples / stage.batch_size)))
         with contextlib.redirect_stdout(sys.stderr):
             history = trainee.fit(zdist.distribute_dataset(train_ds, dist, stage.batch_size, train_examples),
                                   epochs=stage.epochs,
