@@ -152,7 +152,7 @@ def train_supernet(model, train_ds, epochs: int, steps_per_epoch: int, set_rando
     """Keras fit where a callback draws a new random path before every training step."""
     import tensorflow as tf
 
-    from zoo.training.loop import SparseCrossentropy
+    from zoo.training.loop import SparseCrossentropy, progress_callbacks
 
     class RandomPath(tf.keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
@@ -165,7 +165,8 @@ def train_supernet(model, train_ds, epochs: int, steps_per_epoch: int, set_rando
         verbose = 1 if sys.stderr.isatty() else 2
     with contextlib.redirect_stdout(sys.stderr):
         history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                            callbacks=[RandomPath(), tf.keras.callbacks.TerminateOnNaN()],
+                            callbacks=[RandomPath(), tf.keras.callbacks.TerminateOnNaN(),
+                                       *progress_callbacks("supernet", steps_per_epoch, verbose)],
                             verbose=verbose)
     losses = history.history.get("loss", [])
     if any(not math.isfinite(v) for v in losses):

@@ -257,7 +257,7 @@ def pretrain(
     ``monitor_limit`` test images."""
     from zoo.api import get_entry, load
     from zoo.ssl.probe import evaluate_backbone
-    from zoo.training.loop import _check_output_dir, versions
+    from zoo.training.loop import _check_output_dir, progress_callbacks, versions
 
     entry = get_entry(model)
     spec = zdata.get_dataset(dataset)
@@ -321,7 +321,8 @@ def pretrain(
     monitor = Monitor(method, spec, input_shape, output, knn_every, limit, monitor_limit)
     start = time.time()
     with contextlib.redirect_stdout(sys.stderr):
-        history = trainer.fit(ds, epochs=epochs, callbacks=[monitor, tf.keras.callbacks.TerminateOnNaN()],
+        history = trainer.fit(ds, epochs=epochs, callbacks=[monitor, tf.keras.callbacks.TerminateOnNaN(),
+                                                       *progress_callbacks(entry.name, steps, verbose)],
                               verbose=verbose)
     if any(not math.isfinite(v) for v in history.history.get("loss", [0.0])):
         raise ZooError(f"Pre-training diverged (loss is NaN/inf); lower --lr. Last backbone in {output}.")

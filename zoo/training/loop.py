@@ -292,6 +292,11 @@ class ProgressLog(tf.keras.callbacks.Callback):
               file=self.stream or sys.stderr, flush=True)
 
 
+def progress_callbacks(label: str, steps: int, verbose: int) -> list:
+    """A ProgressLog where Keras prints only per-epoch lines (``verbose=2``), else none."""
+    return [ProgressLog(label, steps)] if verbose == 2 else []
+
+
 _NEW_RUNS: list = []  # run directories the current train() call created (see _no_partial_run)
 
 
@@ -650,8 +655,7 @@ def train(
             EpochSummary(run_dir / "summary.csv", stage.name, epoch_offset, guard),
             state,  # last: its checkpoint marks the epoch done (--resume trims what came after)
         ]
-        if verbose == 2:  # per-epoch lines only: add a line a minute within the epoch
-            callbacks.insert(1, ProgressLog(entry.name, math.ceil(train_examples / stage.batch_size)))
+        callbacks[1:1] = progress_callbacks(entry.name, math.ceil(train_examples / stage.batch_size), verbose)
         with contextlib.redirect_stdout(sys.stderr):
             history = trainee.fit(zdist.distribute_dataset(train_ds, dist, stage.batch_size, train_examples),
                                   epochs=stage.epochs,
