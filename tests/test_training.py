@@ -2,6 +2,7 @@
 short real runs on Fashion-MNIST (a few hundred images)."""
 import csv
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +185,16 @@ def test_progress_log_throttles_and_estimates_time_left():
     clock.now += 60
     progress.on_train_batch_end(99, {})
     assert stream.getvalue().splitlines()[-1] == "[net] epoch 3/3: step 100/100 (100%), 1:00 spent, ~0:00 left"
+
+
+def test_fit_verbosity_follows_stderr_unless_given(monkeypatch):
+    from zoo.training.loop import fit_verbosity, progress_callbacks
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert fit_verbosity() == 1 and progress_callbacks("net", 10, fit_verbosity()) == []
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)  # a log file: epoch lines + ProgressLog
+    assert fit_verbosity() == 2 and [type(c).__name__ for c in progress_callbacks("net", 10, 2)] == ["ProgressLog"]
+    assert fit_verbosity(0) == 0 and progress_callbacks("net", 10, 0) == []
 
 
 @needs_fmnist

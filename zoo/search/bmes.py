@@ -152,7 +152,7 @@ def train_supernet(model, train_ds, epochs: int, steps_per_epoch: int, set_rando
     """Keras fit where a callback draws a new random path before every training step."""
     import tensorflow as tf
 
-    from zoo.training.loop import SparseCrossentropy, progress_callbacks
+    from zoo.training.loop import SparseCrossentropy, fit_verbosity, progress_callbacks
 
     class RandomPath(tf.keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
@@ -161,8 +161,7 @@ def train_supernet(model, train_ds, epochs: int, steps_per_epoch: int, set_rando
     model.compile(optimizer=optimizer, loss=SparseCrossentropy(label_smoothing),
                   metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                   steps_per_execution=1)
-    if verbose is None:
-        verbose = 1 if sys.stderr.isatty() else 2
+    verbose = fit_verbosity(verbose)
     with contextlib.redirect_stdout(sys.stderr):
         history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
                             callbacks=[RandomPath(), tf.keras.callbacks.TerminateOnNaN(),

@@ -257,7 +257,7 @@ def pretrain(
     ``monitor_limit`` test images."""
     from zoo.api import get_entry, load
     from zoo.ssl.probe import evaluate_backbone
-    from zoo.training.loop import _check_output_dir, progress_callbacks, versions
+    from zoo.training.loop import _check_output_dir, fit_verbosity, progress_callbacks, versions
 
     entry = get_entry(model)
     spec = zdata.get_dataset(dataset)
@@ -280,8 +280,7 @@ def pretrain(
         f"{entry.name}-{method.name}{'-unmix' if unmix else ''}-{spec.name}-"
         f"{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}")
     _check_output_dir(output)
-    if verbose is None:
-        verbose = 1 if sys.stderr.isatty() else 2
+    verbose = fit_verbosity(verbose)
     tf.keras.utils.set_random_seed(seed)
 
     overrides = dict(model_overrides or {})

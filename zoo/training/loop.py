@@ -292,6 +292,14 @@ class ProgressLog(tf.keras.callbacks.Callback):
               file=self.stream or sys.stderr, flush=True)
 
 
+def fit_verbosity(verbose: Optional[int] = None) -> int:
+    """Keras' ``verbose`` for fit: ``verbose`` if given, else a progress bar on a terminal
+    (1) and per-epoch lines when stderr is a file (2, with :class:`ProgressLog` within)."""
+    if verbose is not None:
+        return verbose
+    return 1 if sys.stderr.isatty() else 2
+
+
 def progress_callbacks(label: str, steps: int, verbose: int) -> list:
     """A ProgressLog where Keras prints only per-epoch lines (``verbose=2``), else none."""
     return [ProgressLog(label, steps)] if verbose == 2 else []
@@ -538,8 +546,7 @@ def train(
     for stage in recipe_obj.stages:
         zdist.per_replica_batch(dist, stage.batch_size)
     total_train = zdata.num_examples(spec, "train")  # fails cleanly before anything is written
-    if verbose is None:
-        verbose = 1 if sys.stderr.isatty() else 2
+    verbose = fit_verbosity(verbose)
 
     needs_teacher = any(stage.distill for stage in recipe_obj.stages)
     if needs_teacher and not teacher:
