@@ -1,6 +1,7 @@
 """The committed weights/: every published Fashion-MNIST set loads offline from the
 repository, verifies, and reproduces its row of weights/results.csv."""
 import csv
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ from zoo.weights import get_spec, verify_file
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 ROWS = list(csv.DictReader((WEIGHTS / "results.csv").open()))
 FMNIST = sorted((r for r in ROWS if r["dataset"] == "fashion_mnist"), key=lambda r: int(r["params"]))
+# The suite re-evaluates the three smallest sets; ZOO_TEST_ALL_WEIGHTS=1 checks every row
+# (the release gate: 12 minutes on 2 cores for 29 sets, measured).
+CHECKED = FMNIST if os.environ.get("ZOO_TEST_ALL_WEIGHTS") == "1" else FMNIST[:3]
 
 
 def test_results_csv_lists_published_sets():
@@ -23,7 +27,7 @@ def test_results_csv_lists_published_sets():
         assert (WEIGHTS / spec.top.file).is_file()
 
 
-@pytest.mark.parametrize("row", FMNIST[:3], ids=[f"{r['model']}.{r['tag']}" for r in FMNIST[:3]])
+@pytest.mark.parametrize("row", CHECKED, ids=[f"{r['model']}.{r['tag']}" for r in CHECKED])
 def test_published_weights_reproduce_results_csv(row, monkeypatch):
     monkeypatch.setenv("ZOO_OFFLINE", "1")  # committed files only, never the network
     spec = get_spec(row["model"], row["tag"])
