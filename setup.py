@@ -1,14 +1,18 @@
+import re
+
 from setuptools import find_packages, setup
+
+# the version is written once, in zoo/_version.py
+VERSION = re.search(r'__version__ = "([^"]+)"', open("zoo/_version.py", encoding="utf-8").read()).group(1)
 
 setup(
     name="bnn-zoo",
-    version="0.1.0",
+    version=VERSION,
     description="A model zoo of binary neural networks for Keras, built on Larq",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=find_packages(include=["zoo", "zoo.*"]),
-    py_modules=["train", "evaluate"],
     include_package_data=True,
     python_requires=">=3.10,<3.12",
     install_requires=[

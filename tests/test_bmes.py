@@ -4,13 +4,14 @@ import json
 import numpy as np
 import pytest
 
-import zoo
 import larq as lq
 import tensorflow as tf
 
+from zoo.api import load
 from zoo.costs import model_costs
+from zoo.errors import InvalidInputError
 from zoo.models import bmes as bm
-from zoo.search import SearchConfig, get_search
+from zoo.search import SearchConfig, get_search, oneshot
 from zoo.search.bmes import BmesSpace
 from zoo.search.engine import sample_within
 
@@ -88,12 +89,12 @@ def test_binary_masked_conv_equals_larq_grouped_conv(groups):
 
 
 def test_supernet_path_equals_standalone_network():
-    supernet = zoo.load("bmes_supernet", width=WIDTH, input_shape=SHAPE, num_classes=10)
+    supernet = load("bmes_supernet", width=WIDTH, input_shape=SHAPE, num_classes=10)
     x = np.random.default_rng(0).normal(size=(2,) + SHAPE).astype(np.float32)
     outputs = []
     for groups in [(1,) * 13, (4, 8, 16, 1, 2, 32, 64, 1, 4, 8, 16, 2, 128)]:
         bm.set_groups(supernet, groups)
-        standalone = zoo.load("bmes", arch=bm.encode_arch(groups), width=WIDTH, input_shape=SHAPE,
+        standalone = load("bmes", arch=bm.encode_arch(groups), width=WIDTH, input_shape=SHAPE,
                               num_classes=10)
         bm.supernet_to_standalone(supernet, standalone, groups)
         ours = supernet(x, training=False).numpy()
@@ -105,7 +106,7 @@ def test_supernet_path_equals_standalone_network():
 def test_ops_against_hand_count(space):
     """16x16 input, width 0.125, groups 1 except block 1 (4 = depthwise) and block 13 (128)."""
     groups = (4,) + (1,) * 11 + (128,)
-    model = zoo.load("bmes", arch=bm.encode_arch(groups), width=WIDTH, input_shape=SHAPE,
+    model = load("bmes", arch=bm.encode_arch(groups), width=WIDTH, input_shape=SHAPE,
                      num_classes=10)
     flops = 8 * 8 * 9 * 3 * 4 + 128 * 10  # real stem 3x3/2 (3 -> 4) at 8x8, dense 128 -> 10
     bops = [
@@ -131,7 +132,7 @@ def test_space_cost_equals_keras_graph_and_round_trips(space):
     candidate = space.random(np.random.default_rng(3))
     arch = space.encode(candidate)
     assert space.decode(arch) == candidate
-    model = zoo.load("bmes", arch=arch, width=WIDTH, input_shape=SHAPE, num_classes=10)
+    model = load("bmes", arch=arch, width=WIDTH, input_shape=SHAPE, num_classes=10)
     assert space.cost(candidate) == pytest.approx(model_costs(model)["ops"])
 
 
@@ -145,17 +146,17 @@ def test_constraint_respected_by_sampled_candidates(space):
 
 
 def test_bad_arch_strings_raise():
-    with pytest.raises(zoo.InvalidInputError, match="group counts joined by"):
-        zoo.load("bmes", arch="one-two", width=WIDTH, input_shape=SHAPE, num_classes=10)
-    with pytest.raises(zoo.InvalidInputError, match="expected 13"):
-        zoo.load("bmes", arch="1-1-1", width=WIDTH, input_shape=SHAPE, num_classes=10)
-    with pytest.raises(zoo.InvalidInputError, match=r"one of \[1, 2, 4\]"):
-        zoo.load("bmes", arch="3" + "-1" * 12, width=WIDTH, input_shape=SHAPE, num_classes=10)
-    with pytest.raises(zoo.InvalidInputError, match="is for width 0.125"):
-        zoo.load("bmes", arch="0.125x:" + "-".join(["1"] * 13), width=0.25, input_shape=SHAPE,
+    with pytest.raises(InvalidInputError, match="group counts joined by"):
+        load("bmes", arch="one-two", width=WIDTH, input_shape=SHAPE, num_classes=10)
+    with pytest.raises(InvalidInputError, match="expected 13"):
+        load("bmes", arch="1-1-1", width=WIDTH, input_shape=SHAPE, num_classes=10)
+    with pytest.raises(InvalidInputError, match=r"one of \[1, 2, 4\]"):
+        load("bmes", arch="3" + "-1" * 12, width=WIDTH, input_shape=SHAPE, num_classes=10)
+    with pytest.raises(InvalidInputError, match="is for width 0.125"):
+        load("bmes", arch="0.125x:" + "-".join(["1"] * 13), width=0.25, input_shape=SHAPE,
                  num_classes=10)
-    with pytest.raises(zoo.InvalidInputError, match="the width"):
-        zoo.load("bmes", arch="wide:" + "-".join(["1"] * 13), input_shape=SHAPE, num_classes=10)
+    with pytest.raises(InvalidInputError, match="the width"):
+        load("bmes", arch="wide:" + "-".join(["1"] * 13), input_shape=SHAPE, num_classes=10)
 
 
 def test_width_prefix_makes_the_string_self_contained():
@@ -163,12 +164,12 @@ def test_width_prefix_makes_the_string_self_contained():
     arch = bm.encode_arch(groups, WIDTH)
     assert arch == "0.125x:" + "-".join(str(g) for g in groups)
     assert bm.encode_arch(groups) == "-".join(str(g) for g in groups)
-    model = zoo.load("bmes", arch=arch, input_shape=SHAPE, num_classes=10)
+    model = load("bmes", arch=arch, input_shape=SHAPE, num_classes=10)
     kernels = [l.kernel.shape for l in model.layers if l.name.endswith("_conv3x3")]
     assert [tuple(k) for k in kernels] == [(3, 3, 1, c) for c in groups]
 
 
-def test_tiny_search_end_to_end(tmp_path, space):
+def test_tiny_search_end_to_end(tmp_path, space, monkeypatch):
     """Supernet steps, a 2-generation search and the random baseline, all under the limit."""
     method = get_search("bmes")
     assert (method.model, method.supernet) == ("bmes", "bmes_supernet")
@@ -183,9 +184,29 @@ def test_tiny_search_end_to_end(tmp_path, space):
     log = json.loads((tmp_path / "search_log.json").read_text())
     assert all(c["cost"] <= limit for g in log["generations"] for c in g["population"])
     assert result.score == max(score for score, _ in log["evaluated"].values())
-    model = zoo.load("bmes", arch=result.arch, width=WIDTH, input_shape=SHAPE, num_classes=10)
+    model = load("bmes", arch=result.arch, width=WIDTH, input_shape=SHAPE, num_classes=10)
     assert model_costs(model)["ops"] == pytest.approx(result.cost)
     for name in ("supernet.h5", "search_log.json", "result.json", "search_progress.png"):
         assert (tmp_path / name).exists()
-    with pytest.raises(zoo.InvalidInputError, match="Unknown search setting"):
+    # bmes' run directory and result: the supernet's weights only (no per-epoch log), its
+    # result keys, result.json as the result
+    assert not (tmp_path / "supernet_log.json").exists()
+    assert not (tmp_path / "random_baseline.json").exists()
+    assert list(result.extra) == ["model", "cost_metric", "input_shape", "supernet_epochs",
+                                  "supernet_seconds", "search_seconds", "scored_candidates",
+                                  "score", "plots", "width"]
+    assert result.extra["model"] == "bmes" and result.extra["cost_metric"] == "OPs"
+    assert result.extra["scored_candidates"] >= len(log["evaluated"])
+    text = (tmp_path / "result.json").read_text()
+    assert json.loads(text) == json.loads(json.dumps(result.to_dict())) and text.startswith('{\n  "')
+    # run again in the same directory: the trained supernet is reused, not trained again
+    monkeypatch.setattr(oneshot, "train_supernet", _no_training)
+    again = method.run(config)
+    assert (again.arch, again.score, again.random_scores) == (result.arch, result.score,
+                                                               result.random_scores)
+    with pytest.raises(InvalidInputError, match="Unknown search setting"):
         method.run(SearchConfig(output=tmp_path / "x", extra={"widht": 0.5}))
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("the supernet of the run directory should have been reused")

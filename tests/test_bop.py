@@ -275,7 +275,8 @@ def test_bop_training_flips_binary_weights_and_adam_trains_the_rest():
 
 
 def test_train_binarynet_bop_end_to_end_and_reload(tmp_path):
-    from zoo.training import evaluate_model, load_for_evaluation, train
+    from zoo.runs import load_for_evaluation
+    from zoo.training import evaluate_model, train
 
     run = tmp_path / "run"
     results = train("binarynet", "fashion_mnist", recipe="binarynet_bop", epochs=1, batch_size=50,

@@ -2,26 +2,16 @@
 and a tiny train -> evaluate round trip; plus the installed script and the
 train.py / evaluate.py wrappers run as real processes."""
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from conftest import REPO, assert_one_error_line, invoke, start_zoo, zoo_env
 
 import zoo  # noqa: F401  (before TensorFlow: Keras 2)
 from zoo.cli import cli  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 BIREAL = ["birealnet18", "birealnet34", "birealnet50", "birealnet101", "birealnet152"]
-
-
-def run(*args, env=None):
-    result = CliRunner().invoke(cli, list(args), env=env)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
 
 
 def table_names(stdout):
@@ -30,23 +20,11 @@ def table_names(stdout):
     return [line.split()[0] for line in lines[2:]]
 
 
-def assert_one_error_line(result, *needles):
-    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    assert result.stdout == ""
-    return lines[0]
-
-
 # ----------------------------------------------------------------------------- list / info
 
 
 def test_list_models_table():
-    result = run("list")
+    result = invoke(cli, "list")
     assert result.exit_code == 0 and result.stderr == ""
     names = table_names(result.stdout)
     assert "birealnet18" in names and "quicknet" in names and "resnet18" in names
@@ -55,7 +33,7 @@ def test_list_models_table():
 
 
 def test_list_models_json():
-    result = run("list", "--format", "json")
+    result = invoke(cli, "list", "--format", "json")
     assert result.exit_code == 0
     records = {r["name"]: r for r in json.loads(result.stdout)}
     assert records["birealnet18"]["aliases"] == ["birealnet"]
@@ -65,38 +43,38 @@ def test_list_models_json():
 
 
 def test_list_pattern():
-    result = run("list", "birealnet*")
+    result = invoke(cli, "list", "birealnet*")
     assert result.exit_code == 0
     assert table_names(result.stdout) == BIREAL
-    result = run("list", "birealnet*", "--format", "json")
+    result = invoke(cli, "list", "birealnet*", "--format", "json")
     assert [r["name"] for r in json.loads(result.stdout)] == BIREAL
-    empty = run("list", "nothing_like_this*", "--format", "json")
+    empty = invoke(cli, "list", "nothing_like_this*", "--format", "json")
     assert empty.exit_code == 0 and json.loads(empty.stdout) == []
 
 
 def test_list_other_kinds():
-    recipes = run("list", "--kind", "recipes")
+    recipes = invoke(cli, "list", "--kind", "recipes")
     assert recipes.exit_code == 0
     names = table_names(recipes.stdout)
     assert "birealnet_adam" in names and "birealnet_two_step" in names
     two_step = next(l for l in recipes.stdout.splitlines() if l.startswith("birealnet_two_step"))
     assert "birealnet" in two_step.split()[1]  # its alias
 
-    datasets = run("list", "--kind", "datasets", "--format", "json")
+    datasets = invoke(cli, "list", "--kind", "datasets", "--format", "json")
     records = {r["name"]: r for r in json.loads(datasets.stdout)}
     assert "fashion_mnist" in records and records["fashion_mnist"]["aliases"] == ["fmnist"]
     assert records["fashion_mnist"]["description"].startswith("10 classes")
-    assert "fashion_mnist" in table_names(run("list", "--kind", "datasets").stdout)
+    assert "fashion_mnist" in table_names(invoke(cli, "list", "--kind", "datasets").stdout)
 
-    optimizers = run("list", "--kind", "optimizers")
+    optimizers = invoke(cli, "list", "--kind", "optimizers")
     assert {"adam", "sgd"} <= set(table_names(optimizers.stdout))
 
-    bad = run("list", "--kind", "nonsense")
+    bad = invoke(cli, "list", "--kind", "nonsense")
     assert bad.exit_code == 2 and "nonsense" in bad.stderr
 
 
 def test_info_json():
-    result = run("info", "birealnet18", "--format", "json")
+    result = invoke(cli, "info", "birealnet18", "--format", "json")
     assert result.exit_code == 0
     record = json.loads(result.stdout)
     assert record["name"] == "birealnet18"
@@ -105,11 +83,11 @@ def test_info_json():
     assert record["paper"]["arxiv"] == "1808.00278"
     assert record["reported"]["imagenet2012"]["top1"] == 56.4
     # the alias gives the same record
-    assert json.loads(run("info", "birealnet", "--format", "json").stdout) == record
+    assert json.loads(invoke(cli, "info", "birealnet", "--format", "json").stdout) == record
 
 
 def test_info_table():
-    result = run("info", "birealnet18")
+    result = invoke(cli, "info", "birealnet18")
     assert result.exit_code == 0
     out = result.stdout
     assert out.startswith("birealnet18")
@@ -123,23 +101,23 @@ def test_info_table():
 
 
 def test_info_unknown_model_is_one_line():
-    line = assert_one_error_line(run("info", "birealnet81"), "birealnet81", "birealnet18")
+    line = assert_one_error_line(invoke(cli, "info", "birealnet81"), "birealnet81", "birealnet18")
     assert "Did you mean" in line
 
 
 def test_evaluate_missing_weights_is_one_line():
-    assert_one_error_line(run("evaluate", "birealnet18", "--weights", "/nonexistent"),
+    assert_one_error_line(invoke(cli, "evaluate", "birealnet18", "--weights", "/nonexistent"),
                           "/nonexistent", "does not exist")
 
 
 def test_evaluate_unknown_tag_lists_the_weight_sets():
-    assert_one_error_line(run("evaluate", "birealnet18", "--weights", "imagenet"),
+    assert_one_error_line(invoke(cli, "evaluate", "birealnet18", "--weights", "imagenet"),
                           "'imagenet' is neither a file nor a weight set of birealnet18",
                           "fashion_mnist")
 
 
 def test_train_unknown_model(tmp_path):
-    assert_one_error_line(run("train", "nosuchmodel", "--output", str(tmp_path / "run")),
+    assert_one_error_line(invoke(cli, "train", "nosuchmodel", "--output", str(tmp_path / "run")),
                           "nosuchmodel")
     assert not (tmp_path / "run").exists()
 
@@ -151,7 +129,7 @@ def test_train_unknown_model(tmp_path):
     (["--recipe", "nosuchrecipe"], "nosuchrecipe"),
 ])
 def test_train_bad_settings(tmp_path, args, needle):
-    result = run("train", "birealnet18", "--output", str(tmp_path / "run"), *args)
+    result = invoke(cli, "train", "birealnet18", "--output", str(tmp_path / "run"), *args)
     assert_one_error_line(result, needle)
     assert not (tmp_path / "run" / "config.json").exists()
 
@@ -162,23 +140,23 @@ def test_train_missing_dataset_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_OFFLINE", "1")
     monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("ZOO_MANUAL_DIR", str(tmp_path / "manual"))
-    result = run("train", "birealnet18", "--dataset", "cifar10", "--output", str(tmp_path / "run"))
+    result = invoke(cli, "train", "birealnet18", "--dataset", "cifar10", "--output", tmp_path / "run")
     assert_one_error_line(result, "cifar10", "cifar-10-binary.tar.gz", "ZOO_MANUAL_DIR")
     assert not (tmp_path / "run" / "config.json").exists()
 
 
 def test_train_into_existing_run_refuses(tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    assert_one_error_line(run("train", "birealnet18", "--output", str(tmp_path)),
+    assert_one_error_line(invoke(cli, "train", "birealnet18", "--output", str(tmp_path)),
                           "already holds a training run")
 
 
 def test_help():
-    result = run("--help")
+    result = invoke(cli, "--help")
     assert result.exit_code == 0
     for command in ("list", "info", "train", "evaluate"):
         assert command in result.stdout
-    result = run("train", "-h")
+    result = invoke(cli, "train", "-h")
     assert result.exit_code == 0 and "--dataset" in result.stdout and "--set" in result.stdout
 
 
@@ -187,8 +165,8 @@ def test_help():
 
 def test_train_then_evaluate(tmp_path):
     out = tmp_path / "run"
-    trained = run("train", "birealnet18", "--epochs", "1", "--batch-size", "32", "--limit", "256",
-                  "--eval-limit", "200", "--output", str(out), "--format", "json")
+    trained = invoke(cli, "train", "birealnet18", "--epochs", "1", "--batch-size", "32",
+                     "--limit", "256", "--eval-limit", "200", "--output", out, "--format", "json")
     assert trained.exit_code == 0, trained.stderr
     results = json.loads(trained.stdout)  # stdout holds the results only; progress is on stderr
     assert results["model"] == "birealnet18" and results["dataset"] == "fashion_mnist"
@@ -199,8 +177,8 @@ def test_train_then_evaluate(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["recipe"]["stages"][0]["batch_size"] == 32 and config["limit"] == 256
 
-    evaluated = run("evaluate", "birealnet18", "--weights", str(out), "--limit", "200",
-                    "--format", "json")
+    evaluated = invoke(cli, "evaluate", "birealnet18", "--weights", out, "--limit", "200",
+                       "--format", "json")
     assert evaluated.exit_code == 0, evaluated.stderr
     again = json.loads(evaluated.stdout)
     assert again["top1"] == results["top1"]
@@ -215,16 +193,11 @@ def test_train_then_evaluate(tmp_path):
 @pytest.fixture(scope="module")
 def processes():
     """Starts the commands together (each pays TensorFlow's import) and waits for all."""
-    script = Path(sys.executable).parent / "zoo"
-    commands = {
-        "error": [str(script), "info", "birealnet81"],
-        "train_help": [sys.executable, "train.py", "--help"],
-        "evaluate_help": [sys.executable, "evaluate.py", "--help"],
-    }
-    env = {**os.environ, "ZOO_OFFLINE": "1"}
-    started = {key: subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-               for key, command in commands.items()}
+    started = {"error": start_zoo("info", "birealnet81")}
+    for script in ("train", "evaluate"):
+        started[f"{script}_help"] = subprocess.Popen(
+            [sys.executable, f"{script}.py", "--help"], cwd=REPO, env=zoo_env(),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     done = {}
     for key, proc in started.items():
         stdout, stderr = proc.communicate(timeout=300)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FMNIST_DIR, FMNIST_FILES, needs_fmnist, needs_fmnist_files
 
 import zoo  # noqa: F401  (before TensorFlow: Keras 2)
 import tensorflow as tf  # noqa: E402
@@ -16,16 +17,9 @@ from zoo import DatasetNotFoundError, UnknownNameError  # noqa: E402
 from zoo import data as zdata  # noqa: E402
 from zoo.data import get_dataset, load_split, make_dataset, manual_dir, num_examples, preprocess  # noqa: E402
 
-FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-FMNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 FMNIST_LABELS = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                  "Sneaker", "Bag", "Ankle boot")
 MEAN, STD = 0.2860, 0.3530
-
-needs_fmnist = pytest.mark.skipif(
-    not all((FMNIST_DIR / f).is_file() for f in FMNIST_FILES),
-    reason="Fashion-MNIST files not installed (apt-get install dataset-fashion-mnist)")
 
 
 def _raw_labels(name):
@@ -39,7 +33,7 @@ def fmnist():
 
 
 @pytest.fixture(scope="module")
-def test_head(fmnist):
+def fmnist_test_head(fmnist):
     """The first 1000 raw test examples, in split order."""
     images, labels = [], []
     for image, label in load_split(fmnist, "test").take(1000):
@@ -51,7 +45,7 @@ def test_head(fmnist):
 # ----------------------------------------------------------------------------- Fashion-MNIST
 
 
-@needs_fmnist
+@needs_fmnist_files
 def test_fashion_mnist_test_split_from_real_files(fmnist):
     assert fmnist.name == "fashion_mnist"
     assert fmnist.num_classes == 10
@@ -74,8 +68,8 @@ def test_fashion_mnist_test_split_from_real_files(fmnist):
 
 
 @needs_fmnist
-def test_fashion_mnist_images_are_real(test_head):
-    images, labels = test_head
+def test_fashion_mnist_images_are_real(fmnist_test_head):
+    images, labels = fmnist_test_head
     assert images.dtype == np.uint8 and images.shape == (1000, 28, 28, 1)
     assert images.max() == 255 and images.min() == 0
     # Fashion-MNIST's mean pixel is ~0.286 of 255 (the spec's normalisation mean)
@@ -87,7 +81,7 @@ def test_dataset_names_and_aliases():
     assert get_dataset("fashion-mnist").name == "fashion_mnist"
     assert get_dataset("FMNIST").name == "fashion_mnist"
     assert get_dataset("imagenet").name == "imagenet2012"
-    assert "fashion_mnist" in zdata.list_datasets() and "cifar10" in zdata.list_datasets()
+    assert "fashion_mnist" in zdata.DATASETS.names() and "cifar10" in zdata.DATASETS.names()
 
 
 def test_unknown_dataset_suggests_close_matches():
@@ -140,7 +134,8 @@ def test_preprocess_pads_to_32_centred(fmnist):
     assert (out[2:30, 2:30] > pad).all()
 
 
-def test_preprocess_resizes_to_64(fmnist, test_head):
+@needs_fmnist
+def test_preprocess_resizes_to_64(fmnist, fmnist_test_head):
     flat = preprocess(_image(np.full((28, 28), 102, np.uint8)), fmnist, (64, 64, 3)).numpy()
     assert flat.shape == (64, 64, 3)
     np.testing.assert_allclose(flat, (0.4 - MEAN) / STD, rtol=1e-5)
@@ -154,7 +149,7 @@ def test_preprocess_resizes_to_64(fmnist, test_head):
     middle = out[0, 30:34, 0]
     assert (np.diff(middle) > 0).all()  # bilinear ramp between them
 
-    image = tf.constant(test_head[0][0])
+    image = tf.constant(fmnist_test_head[0][0])
     out = preprocess(image, fmnist, (64, 64, 3)).numpy()
     assert out.shape == (64, 64, 3) and np.array_equal(out[..., 0], out[..., 2])
     original = preprocess(image, fmnist, (28, 28, 1)).numpy()
@@ -195,7 +190,7 @@ def _collect(ds):
 
 
 @needs_fmnist
-def test_eval_pipeline_is_deterministic_and_in_split_order(fmnist, test_head):
+def test_eval_pipeline_is_deterministic_and_in_split_order(fmnist, fmnist_test_head):
     ds = make_dataset("fashion_mnist", "test", (28, 28, 3), 300, limit=1000)
     first = _collect(ds)
     second = _collect(ds)
@@ -203,7 +198,7 @@ def test_eval_pipeline_is_deterministic_and_in_split_order(fmnist, test_head):
     assert second[2] == [300, 300, 300, 100]
     assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
 
-    raw_images, raw_labels = test_head
+    raw_images, raw_labels = fmnist_test_head
     assert np.array_equal(first[1], raw_labels)
     assert first[0].dtype == np.float32 and first[0].shape == (1000, 28, 28, 3)
     expected = (raw_images[..., 0].astype(np.float32) / 255.0 - MEAN) / STD
@@ -310,7 +305,7 @@ def _put_fmnist(folder: Path, files=FMNIST_FILES):
         (folder / name).symlink_to(FMNIST_DIR / name)
 
 
-@needs_fmnist
+@needs_fmnist_files
 def test_manual_dir_sub_folder_and_root_layouts(tmp_path, monkeypatch, fmnist):
     no_system = dataclasses.replace(fmnist, system_dirs=())
     manual = tmp_path / "manual"
@@ -344,7 +339,7 @@ def test_manual_dir_sub_folder_and_root_layouts(tmp_path, monkeypatch, fmnist):
 
 
 @pytest.mark.slow
-@needs_fmnist
+@needs_fmnist_files
 def test_prepare_fashion_mnist_offline_from_manual_dir(tmp_path, monkeypatch, capsys):
     manual = tmp_path / "manual"
     _put_fmnist(manual / "fashion_mnist")

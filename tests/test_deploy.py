@@ -5,7 +5,7 @@ import larq as lq
 import numpy as np
 import pytest
 import tensorflow as tf
-from click.testing import CliRunner
+from conftest import assert_one_error_line, invoke, model_names
 
 import zoo
 from zoo import data as zdata
@@ -130,14 +130,9 @@ def test_published_weights_agree_after_conversion(name):
 # ----------------------------------------------------------------------------- CLI
 
 
-def _run(args):
-    result = CliRunner().invoke(cli, args)
-    return result, result.output
-
-
 def test_zoo_convert_writes_a_valid_flatbuffer(tmp_path):
     out = tmp_path / "model.tflite"
-    result, _ = _run(["convert", "binarynet", "--input-size", "8", "--output", str(out)])
+    result = invoke(cli, "convert", "binarynet", "--input-size", "8", "--output", out)
     assert result.exit_code == 0, result.output
     assert out.is_file() and out.stat().st_size > 0
     runner = deploy.interpreter(out.read_bytes())
@@ -157,11 +152,7 @@ def test_zoo_convert_writes_a_valid_flatbuffer(tmp_path):
 ])
 def test_zoo_convert_errors_leave_no_file(tmp_path, args, message):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    result, output = _run(args)
-    assert result.exit_code == 2
-    lines = [line for line in output.splitlines() if line.startswith("Error:")]
-    assert len(lines) == 1 and message in lines[0]
-    assert "Traceback" not in output
+    assert_one_error_line(invoke(cli, *args), message)
     assert list(tmp_path.rglob("*")) == []
 
 
@@ -174,18 +165,17 @@ def test_zoo_convert_read_only_folder(tmp_path):
 
         if os.access(folder, os.W_OK):
             pytest.skip("running as a user that can write anywhere")
-        result, output = _run(["convert", "binarynet", "--output", str(folder / "m.tflite")])
-        assert result.exit_code == 2 and "not writable" in output
+        assert_one_error_line(invoke(cli, "convert", "binarynet", "--output", folder / "m.tflite"),
+                              "not writable")
         assert list(folder.iterdir()) == []
     finally:
         folder.chmod(0o755)
 
 
 def test_zoo_benchmark_json_fields():
-    result, output = _run(["benchmark", "binarynet", "--input-size", "8", "--runs", "2",
-                           "--format", "json"])
-    assert result.exit_code == 0, output
-    report = json.loads(output[output.index("{"):])
+    result = invoke(cli, "benchmark", "binarynet", "--input-size", "8", "--runs", "2", "--format", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
     model = zoo.load("binarynet", input_shape=(8, 8, 3), num_classes=1000)
     costs = model_costs(model)
     for key in ("params", "binary_params", "real_params", "binary_macs", "float_macs"):
@@ -203,3 +193,86 @@ def test_zoo_benchmark_json_fields():
     assert report["lce_latency_ms"] > 0 and report["float_latency_ms"] > 0
     assert report["speedup"] == pytest.approx(report["float_latency_ms"] / report["lce_latency_ms"],
                                               rel=0.02)
+
+
+# ----------------------------------------------------------------------------- every architecture
+# Every binary entry converts and predicts like Keras.
+
+LCE_NUM_CLASSES = 10
+
+# Entries that do not convert yet, with the reason (strict: fixing one must remove it here).
+LCE_XFAIL = {
+    "xnornet": "predictions agree, but at 224x224 LCE runs 37.7M of XNOR-Net's 1025.7M binary "
+               "MACs as float ops (988.0M as LceBconv2d); the layer is not identified yet",
+}
+
+
+def _randomize_batch_norms(model, rng):
+    """Random BN statistics: with the initial ones (mean 0, var 1) a binary conv's output is
+    an integer count whose exact zeros make sign() ties that any rounding flips; trained
+    networks have no such ties."""
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            shapes = [tuple(w.shape) for w in layer.get_weights()]
+            values = []
+            for weight, shape in zip(layer.weights, shapes):
+                kind = weight.name.split("/")[-1].split(":")[0]
+                if kind == "gamma":
+                    values.append(rng.uniform(0.5, 1.5, shape))
+                elif kind == "moving_variance":
+                    values.append(rng.uniform(0.5, 2.0, shape))
+                else:  # beta, moving_mean
+                    values.append(rng.normal(0.0, 0.5, shape))
+            layer.set_weights([v.astype(np.float32) for v in values])
+
+
+# Deeper / wider variants built from exactly the same blocks as a converted twin: converting
+# them again only costs time (the suite's budget), the twin covers their ops.
+LCE_SAME_BLOCKS_AS = {
+    "binary_densenet37": "binary_densenet28", "binary_densenet45": "binary_densenet28",
+    "quicknet_large": "quicknet", "quicknet_small": "quicknet",
+}
+
+
+def _lce_params():
+    params = []
+    for name in model_names(at_min_size=True):
+        if LCE_SAME_BLOCKS_AS.get(name) in zoo.MODELS:
+            continue
+        marks = []
+        if name in LCE_XFAIL:
+            marks.append(pytest.mark.xfail(strict=True, reason=LCE_XFAIL[name]))
+        elif not zoo.get_entry(name).binary:
+            continue  # real-valued networks convert with plain TFLite: nothing of LCE's to test
+        elif zoo.get_entry(name).extra.get("supernet"):
+            # a supernet is a search-time training vehicle, not a network to deploy (the
+            # searched child is, via --arch, and is converted here): its run-time choice convs
+            # are not Larq layers, and SPOS's 20 switch_case layers take the converter > 8 min
+            continue
+        params.append(pytest.param(name, marks=marks, id=name))
+    return params
+
+
+@pytest.mark.parametrize("name", _lce_params())
+def test_lce_conversion_agrees_with_keras(name):
+    """Converted at the smallest input: same argmax as Keras on a batch, and every binary MAC
+    of the Keras model runs as an ``LceBconv2d`` MAC (float MACs unchanged)."""
+    size = zoo.get_entry(name).min_input_size
+    rng = np.random.default_rng(0)
+    model = zoo.load(name, input_shape=(size, size, 3), num_classes=LCE_NUM_CLASSES)
+    _randomize_batch_norms(model, rng)
+    x = rng.uniform(-1, 1, size=(4, size, size, 3)).astype(np.float32)
+    expected = model.predict(x, verbose=0)
+    flatbuffer = deploy.convert(model)
+    got = deploy.predict(flatbuffer, x)
+    assert got.shape == expected.shape
+    np.testing.assert_array_equal(got.argmax(axis=1), expected.argmax(axis=1))
+    # MACs are conserved; the binary ones of binary convs stay binary, while LCE 0.16 runs
+    # binary dense layers (QuantDense) as float FULLY_CONNECTED ops
+    census = deploy.op_census(flatbuffer)
+    costs = model_costs(model)
+    dense = sum(op.n for layer in lq.models.ModelProfile(model).layer_profiles
+                if isinstance(layer._layer, lq.layers.QuantDense)
+                for op in getattr(layer, "op_profiles", []) if op.precision == 1)
+    assert census["binary_macs"] == costs["binary_macs"] - dense
+    assert census["binary_macs"] + census["float_macs"] == costs["binary_macs"] + costs["float_macs"]

@@ -131,14 +131,9 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from click.testing import CliRunner  # noqa: E402
+from conftest import assert_one_error_line, invoke, needs_fmnist  # noqa: E402
 
 import zoo  # noqa: E402,F401
-
-needs_fmnist = pytest.mark.skipif(
-    not Path("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz").is_file()
-    and not (Path.home() / "tensorflow_datasets" / "fashion_mnist").is_dir(),
-    reason="Fashion-MNIST not available")
 
 
 def _free_ports(count):
@@ -301,22 +296,12 @@ def test_multiworker_matches_single_device(runs):
 # ----------------------------------------------------------------------------- errors
 
 
-def _one_error_line(result, *needles):
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
-
-
 def test_multiworker_without_tf_config_is_one_line(tmp_path, monkeypatch):
     from zoo.cli import cli
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    result = CliRunner().invoke(cli, ["train", "binarynet", "--strategy", "multiworker",
-                                      "--output", str(tmp_path / "run")])
-    _one_error_line(result, "TF_CONFIG", '"worker"')
+    result = invoke(cli, "train", "binarynet", "--strategy", "multiworker", "--output", tmp_path / "run")
+    assert_one_error_line(result, "TF_CONFIG", '"worker"')
     assert not (tmp_path / "run").exists()
 
 
@@ -339,9 +324,8 @@ def test_tpu_without_tpu_is_one_line(tmp_path, monkeypatch):
     from zoo.cli import cli
 
     monkeypatch.delenv("TPU_NAME", raising=False)
-    result = CliRunner().invoke(cli, ["train", "binarynet", "--strategy", "tpu",
-                                      "--output", str(tmp_path / "run")])
-    _one_error_line(result, "TPU_NAME", "--strategy mirrored")
+    result = invoke(cli, "train", "binarynet", "--strategy", "tpu", "--output", tmp_path / "run")
+    assert_one_error_line(result, "TPU_NAME", "--strategy mirrored")
     assert not (tmp_path / "run").exists()
 
 

@@ -4,10 +4,11 @@ import json
 import numpy as np
 import pytest
 
-import zoo
 import tensorflow as tf
 
+from zoo.api import load
 from zoo.costs import model_costs
+from zoo.errors import InvalidInputError
 from zoo.models import metapruning as mp
 from zoo.search import SearchConfig, get_search
 from zoo.search.engine import sample_within
@@ -30,7 +31,7 @@ def test_ratio_choices_and_channels_by_hand():
     assert mp.channels_for(1024, 49) == 502  # ceil(501.76)
     assert mp.channels_for(8, 10) == 1
     assert mp.channels_for(100, 52) == 52  # exact products are not rounded up
-    with pytest.raises(zoo.InvalidInputError, match="not one of"):
+    with pytest.raises(InvalidInputError, match="not one of"):
         mp.channels_for(32, 50)
 
 
@@ -102,9 +103,9 @@ def test_pruningnet_and_pruned_network_agree(version):
     spec = mp.network_spec(version, WIDTH)
     rng = np.random.default_rng(1)
     percents = tuple(int(p) for p in rng.choice(mp.RATIO_PERCENTS, spec.num_genes))
-    pruningnet = zoo.load(f"pruningnet_mobilenet_{version}", width=WIDTH, input_shape=SHAPE,
+    pruningnet = load(f"pruningnet_mobilenet_{version}", width=WIDTH, input_shape=SHAPE,
                           num_classes=10)
-    pruned = zoo.load(f"metapruning_mobilenet_{version}", arch=mp.encode_arch(percents),
+    pruned = load(f"metapruning_mobilenet_{version}", arch=mp.encode_arch(percents),
                       width=WIDTH, input_shape=SHAPE, num_classes=10)
     mp.set_architecture(pruningnet, percents)
     layers = mp.generated_layers(pruningnet)
@@ -127,7 +128,7 @@ def test_pruningnet_and_pruned_network_agree(version):
         # the upstream slip (evaluation layer i reading gene i - 1) gives other widths: caught
         shifted = percents[-1:] + percents[:-1]
         if shifted != percents:
-            other = zoo.load("metapruning_mobilenet_v1", arch=mp.encode_arch(shifted), width=WIDTH,
+            other = load("metapruning_mobilenet_v1", arch=mp.encode_arch(shifted), width=WIDTH,
                              input_shape=SHAPE, num_classes=10)
             with pytest.raises(ValueError):
                 mp.pruningnet_to_pruned(pruningnet, other, percents)
@@ -150,7 +151,7 @@ def test_v1_flops_against_hand_count():
     ]
     spec = mp.network_spec("v1", WIDTH)
     full = (100,) * 13
-    model = zoo.load("metapruning_mobilenet_v1", width=WIDTH, input_shape=SHAPE, num_classes=10)
+    model = load("metapruning_mobilenet_v1", width=WIDTH, input_shape=SHAPE, num_classes=10)
     assert model_costs(model)["float_macs"] == sum(macs) == mp.conv_flops(spec, full, SHAPE, 10)
     # pruned: stem at 52% -> ceil(4 * 0.52) = 3 channels: the stem and block 1's dw/pw shrink
     pruned = (52,) + (100,) * 12
@@ -164,7 +165,7 @@ def test_space_cost_equals_keras_graph(version):
     candidate = space.random(np.random.default_rng(5))
     arch = space.encode(candidate)
     assert space.decode(arch) == candidate
-    model = zoo.load(f"metapruning_mobilenet_{version}", arch=arch, width=WIDTH, input_shape=SHAPE,
+    model = load(f"metapruning_mobilenet_{version}", arch=arch, width=WIDTH, input_shape=SHAPE,
                      num_classes=10)
     assert space.cost(candidate) == model_costs(model)["float_macs"]
 
@@ -178,14 +179,14 @@ def test_constraint_respected_by_sampled_candidates():
 
 
 def test_bad_arch_strings_raise():
-    with pytest.raises(zoo.InvalidInputError, match="width percents joined by"):
-        zoo.load("metapruning_mobilenet_v1", arch="half", width=WIDTH, input_shape=SHAPE,
+    with pytest.raises(InvalidInputError, match="width percents joined by"):
+        load("metapruning_mobilenet_v1", arch="half", width=WIDTH, input_shape=SHAPE,
                  num_classes=10)
-    with pytest.raises(zoo.InvalidInputError, match="expected 13"):
-        zoo.load("metapruning_mobilenet_v1", arch="10-13", width=WIDTH, input_shape=SHAPE,
+    with pytest.raises(InvalidInputError, match="expected 13"):
+        load("metapruning_mobilenet_v1", arch="10-13", width=WIDTH, input_shape=SHAPE,
                  num_classes=10)
-    with pytest.raises(zoo.InvalidInputError, match="not a width percent"):
-        zoo.load("metapruning_mobilenet_v2", arch="-".join(["50"] * 24), width=WIDTH,
+    with pytest.raises(InvalidInputError, match="not a width percent"):
+        load("metapruning_mobilenet_v2", arch="-".join(["50"] * 24), width=WIDTH,
                  input_shape=SHAPE, num_classes=10)
 
 
@@ -204,9 +205,12 @@ def test_tiny_search_end_to_end(tmp_path):
     log = json.loads((tmp_path / "search_log.json").read_text())
     assert all(c["cost"] <= limit for g in log["generations"] for c in g["population"])
     assert result.score == max(score for score, _ in log["evaluated"].values())
-    model = zoo.load("metapruning_mobilenet_v1", arch=result.arch, width=WIDTH, input_shape=SHAPE,
+    model = load("metapruning_mobilenet_v1", arch=result.arch, width=WIDTH, input_shape=SHAPE,
                      num_classes=10)
     assert model_costs(model)["float_macs"] == result.cost
+    assert result.extra["cost_metric"] == "FLOPs" and result.extra["width"] == WIDTH
+    assert result.extra["unpruned_flops"] == space.full_cost()
+    assert json.loads((tmp_path / "result.json").read_text())["arch"] == result.arch
 
 
 @pytest.mark.parametrize("version, width", [("v1", "1.0"), ("v2", "1.4")])
@@ -214,6 +218,6 @@ def test_search_default_width(version, width, tmp_path):
     """Without --set width the search uses MetaPruning's widths (V1 1.0, V2 1.4: at 0.5 the V2
     PruningNet diverged); an impossible limit names the width it was checked at."""
     method = get_search(f"metapruning_mobilenet_{version}")
-    with pytest.raises(zoo.InvalidInputError, match=rf"at width {width} and input \(28, 28, 3\)"):
+    with pytest.raises(InvalidInputError, match=rf"at width {width} and input \(28, 28, 3\)"):
         method.run(SearchConfig(output=tmp_path, max_ops=1.0))
     assert not any(tmp_path.iterdir())  # refused before anything was written

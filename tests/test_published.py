@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 import zoo
-from zoo.training import evaluate_model, load_for_evaluation
-from zoo.weights import get_spec, verify_file
+from zoo.hub.cache import verify_file
+from zoo.hub.spec import get_spec
+from zoo.runs import load_for_evaluation
+from zoo.training import evaluate_model
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 ROWS = list(csv.DictReader((WEIGHTS / "results.csv").open()))

@@ -1,9 +1,10 @@
 """The generic Registry and the real model registry (zoo.MODELS)."""
 import pytest
+from conftest import invoke
 
 import zoo
 from zoo.errors import DuplicateNameError, UnknownNameError, ZooError
-from zoo.registry import Registry
+from zoo.registry import LIST_KINDS, Registry
 
 BIREALNETS = ["birealnet18", "birealnet34", "birealnet50", "birealnet101", "birealnet152"]
 LARQ_ZOO = [
@@ -230,3 +231,17 @@ def test_info_without_costs():
     assert "costs" not in record
     assert record["paper"]["arxiv"] == "2011.09398"
     assert record["family"] == "larq_zoo"
+
+
+@pytest.mark.parametrize("kind", sorted(LIST_KINDS))
+def test_unknown_name_hint_names_the_cli_kind(kind):
+    """The hint is a command that works: `zoo list --kind` takes the plural names."""
+    from zoo.cli import cli
+
+    with pytest.raises(UnknownNameError) as error:
+        Registry(kind).canonical("nothing_like_it")
+    command = str(error.value).split("`")[1]
+    assert command.startswith("zoo list")
+    args = command.split()[2:]
+    result = invoke(cli, "list", *args, "--format", "json")
+    assert result.exit_code == 0, result.output

@@ -3,24 +3,19 @@ short real runs on Fashion-MNIST (a few hundred images)."""
 import csv
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import needs_fmnist
 
 import zoo  # noqa: F401  (before TensorFlow: Keras 2)
 import tensorflow as tf  # noqa: E402
 
 from zoo import InvalidInputError, UnknownNameError, ZooError  # noqa: E402
+from zoo.runs import load_for_evaluation  # noqa: E402
 from zoo.training import (  # noqa: E402
-    RECIPES, StageSchedule, evaluate_model, get_recipe, load_for_evaluation, train,
-    transfer_weights,
+    RECIPES, StageSchedule, evaluate_model, get_recipe, train, transfer_weights,
 )
-
-needs_fmnist = pytest.mark.skipif(
-    not Path("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz").is_file()
-    and not (Path.home() / "tensorflow_datasets" / "fashion_mnist").is_dir(),
-    reason="Fashion-MNIST not available")
 
 SMALL = dict(epochs=1, batch_size=32, limit=256, eval_limit=200, image_size=28)
 
@@ -161,7 +156,7 @@ class _Clock:
 def test_progress_log_throttles_and_estimates_time_left():
     import io
 
-    from zoo.training.loop import ProgressLog
+    from zoo.training.callbacks import ProgressLog
 
     clock, stream = _Clock(), io.StringIO()
     progress = ProgressLog("net", steps=100, interval=60, clock=clock, stream=stream)
@@ -188,7 +183,7 @@ def test_progress_log_throttles_and_estimates_time_left():
 
 
 def test_fit_verbosity_follows_stderr_unless_given(monkeypatch):
-    from zoo.training.loop import fit_verbosity, progress_callbacks
+    from zoo.training.callbacks import fit_verbosity, progress_callbacks
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     assert fit_verbosity() == 1 and progress_callbacks("net", 10, fit_verbosity()) == []
@@ -199,9 +194,9 @@ def test_fit_verbosity_follows_stderr_unless_given(monkeypatch):
 
 @needs_fmnist
 def test_train_logs_progress_within_an_epoch(tmp_path, monkeypatch, capsys):
-    from zoo.training import loop
+    from zoo.training import callbacks
 
-    monkeypatch.setattr(loop, "PROGRESS_INTERVAL_S", 0.0)  # a line after every step
+    monkeypatch.setattr(callbacks, "PROGRESS_INTERVAL_S", 0.0)  # a line after every step
     train("binarynet", "fashion_mnist", output=tmp_path / "run", verbose=2, epochs=1,
           batch_size=32, limit=64, eval_limit=50)
     lines = [line for line in capsys.readouterr().err.splitlines() if "step " in line]

@@ -4,8 +4,19 @@ from __future__ import annotations
 import functools
 from typing import Any, Dict, List, Optional
 
-from zoo.errors import InvalidInputError
-from zoo.registry import MODELS, ModelEntry
+from zoo import settings
+
+settings.ensure_legacy_keras()  # Keras 2, and TensorFlow imported quietly, before the models load
+
+from zoo import models  # noqa: E402,F401  (registers the model entries)
+from zoo.costs import model_costs  # noqa: E402
+from zoo.errors import InvalidInputError  # noqa: E402
+from zoo.hub.loading import load_into, resolve  # noqa: E402
+from zoo.hub.spec import attach_manifest, split_tag  # noqa: E402
+from zoo.layers import check_input_shape  # noqa: E402
+from zoo.registry import MODELS, ModelEntry  # noqa: E402
+
+attach_manifest(strict=False)  # weights/manifest.json (or $ZOO_MANIFEST) -> entry.weights
 
 
 def get_entry(name: str) -> ModelEntry:
@@ -40,34 +51,31 @@ def load(
     set's. ``overrides`` go to the builder (e.g. ``activation="clip"`` for
     Bi-Real Net's real-valued pre-training).
     """
-    from zoo.weights import apply_spec_defaults, resolve, spec_overrides, split_tag
-
     name, tag = split_tag(name)
     entry = get_entry(name)
-    if weights is None and tag is not None:
-        weights = tag
-    input_shape, num_classes = apply_spec_defaults(entry, weights, include_top, input_shape,
-                                                   num_classes, input_tensor)
-    overrides = {**spec_overrides(entry, weights), **overrides}
-    weights = resolve(entry, weights, include_top)
+    resolved = resolve(entry, tag if weights is None else weights, include_top)
+    input_shape, num_classes = resolved.shapes(input_shape, num_classes, input_tensor)
     if input_shape is not None:
         input_shape = tuple(input_shape)
+    shape = input_shape if input_shape is not None or input_tensor is None else input_tensor.shape[1:]
+    if shape is not None:  # the entry's record holds its limits: one clear error before building
+        check_input_shape(shape, entry.min_input_size, entry.input_multiple)
     if int(num_classes) < 1:
         raise InvalidInputError(f"num_classes must be positive, got {num_classes}.")
-    return entry.builder(
+    model = entry.builder(
         include_top=include_top,
-        weights=weights,
+        weights=resolved.builder_weights,
         input_shape=input_shape,
         input_tensor=input_tensor,
         num_classes=int(num_classes),
-        **overrides,
+        **{**resolved.model_overrides, **overrides},
     )
+    load_into(model, resolved)
+    return model
 
 
 @functools.lru_cache(maxsize=None)
 def _costs_at_paper_size(name: str) -> Dict[str, Any]:
-    from zoo.costs import model_costs
-
     entry = get_entry(name)
     model = load(name, input_shape=entry.input_size, num_classes=1000)
     costs = model_costs(model)

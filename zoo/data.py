@@ -16,10 +16,11 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from zoo import settings
 from zoo.errors import DatasetNotFoundError, InvalidInputError
 from zoo.registry import Registry
 
@@ -106,22 +107,14 @@ def get_dataset(name: str) -> DatasetSpec:
     return DATASETS.get(name)
 
 
-def list_datasets():
-    return DATASETS.names()
-
-
 # ----------------------------------------------------------------------------- locating files
-
-
-def data_dir() -> Optional[str]:
-    return os.environ.get("ZOO_DATA_DIR") or None
 
 
 def manual_dir(spec: DatasetSpec) -> Optional[Path]:
     """The folder holding the dataset's already-downloaded files, if there is one."""
     candidates = []
-    if os.environ.get("ZOO_MANUAL_DIR"):
-        root = Path(os.environ["ZOO_MANUAL_DIR"]).expanduser()
+    root = settings.manual_dir_root()
+    if root is not None:
         candidates += [root / spec.name, root / spec.name.replace("_", "-"), root]
     candidates += [Path(d) for d in spec.system_dirs]
     for folder in candidates:
@@ -146,21 +139,21 @@ def _missing_message(spec: DatasetSpec, reason: str = "") -> str:
 def _prepared_builder(spec: DatasetSpec):
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder(spec.tfds_name, data_dir=data_dir())
+    builder = tfds.builder(spec.tfds_name, data_dir=settings.data_dir())
     if _is_prepared(builder):
         return builder
     folder = manual_dir(spec)
     if folder is None:
-        if os.environ.get("ZOO_OFFLINE") == "1":
+        if settings.offline():
             raise DatasetNotFoundError(_missing_message(spec, "ZOO_OFFLINE=1 and no manual files"))
         if spec.download_host is None:
             raise DatasetNotFoundError(_missing_message(spec, "it can only be downloaded by hand"))
-        if not _host_resolves(spec.download_host):
+        if not host_resolves(spec.download_host):
             raise DatasetNotFoundError(_missing_message(spec, f"no network: {spec.download_host} "
                                                               f"cannot be reached"))
     # one process prepares, others wait for it (tfds' own rename is not safe against a race)
     with _prepare_lock(builder, spec):
-        builder = tfds.builder(spec.tfds_name, data_dir=data_dir())
+        builder = tfds.builder(spec.tfds_name, data_dir=settings.data_dir())
         if _is_prepared(builder):  # another process finished while this one waited
             return builder
         print(f"Preparing {spec.name} with tensorflow-datasets"
@@ -184,7 +177,7 @@ def _prepare_lock(builder, spec: DatasetSpec):
     return FileLock(str(folder.with_name(folder.name + ".lock")), timeout=3600)
 
 
-def _host_resolves(host: str) -> bool:
+def host_resolves(host: str) -> bool:
     """A fast check (DNS only) before tfds' download, which retries for minutes offline."""
     import socket
 
@@ -412,16 +405,3 @@ def make_dataset(
     ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training or seed is not None)
     ds = ds.batch(batch_size, drop_remainder=False)
     return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def channel_stats(spec: DatasetSpec, split: str = "train", limit: int = 10_000) -> Dict[str, list]:
-    """Per-channel mean/std of a split on [0, 1] pixels (how the specs' numbers were made)."""
-    ds = load_split(spec, split).take(limit).map(lambda x, y: tf.cast(x, tf.float32) / 255.0)
-    total, squares, count = 0.0, 0.0, 0
-    for image in ds.batch(1000):
-        total += tf.reduce_sum(image, axis=[0, 1, 2])
-        squares += tf.reduce_sum(tf.square(image), axis=[0, 1, 2])
-        count += int(tf.reduce_prod(tf.shape(image)[:3]))
-    mean = total / count
-    std = tf.sqrt(squares / count - tf.square(mean))
-    return {"mean": [float(m) for m in mean], "std": [float(s) for s in std]}

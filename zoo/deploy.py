@@ -313,8 +313,9 @@ def latency_ms(flatbuffer: bytes, input_shape: Sequence[int], runs: int = 20, wa
 def build(name: str, weights=None, input_size: Optional[int] = None, num_classes: Optional[int] = None):
     """The Keras model to deploy: a registered entry, optionally with weights (a published
     tag, a weights file or a ``zoo train`` run directory) and a square input size."""
-    import zoo
-    from zoo.weights import is_tag, split_tag
+    from zoo import api as zoo
+    from zoo.hub.spec import get_spec, is_tag, split_tag
+    from zoo.runs import load_for_evaluation
 
     if input_size is not None and int(input_size) < 1:
         raise InvalidInputError(f"--input-size must be positive, got {input_size}.")
@@ -330,13 +331,9 @@ def build(name: str, weights=None, input_size: Optional[int] = None, num_classes
     if is_tag(entry, weights):
         shape = None
         if input_size:
-            from zoo.weights import get_spec
-
             channels = get_spec(entry, str(weights).strip().lower()).input_shape[-1]
             shape = (int(input_size), int(input_size), int(channels))
         return zoo.load(entry.name, weights=weights, input_shape=shape)
-    from zoo.training import load_for_evaluation
-
     net, _, _ = load_for_evaluation(entry.name, weights, None, input_size)
     return net
 

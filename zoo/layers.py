@@ -44,25 +44,12 @@ class Clip(lq.quantizers.Quantizer):
         return {**super().get_config(), "slope": self.slope}
 
 
-def image_input(
-    input_shape: Optional[Sequence[Optional[int]]],
-    input_tensor=None,
-    default_shape: Sequence[int] = (224, 224, 3),
-    min_size: int = 32,
-    multiple: int = 1,
-):
-    """Return the ``tf.keras.Input`` of a model, with keras.applications' rules.
-
-    ``input_tensor`` wins over ``input_shape``; a plain tensor is wrapped. Spatial
-    sizes below ``min_size`` (what the network downsamples by), or not divisible by
-    ``multiple`` (where the network needs it), are rejected.
-    """
-    if input_tensor is not None:
-        if not tf.keras.backend.is_keras_tensor(input_tensor):
-            input_tensor = tf.keras.layers.Input(tensor=input_tensor)
-        shape = tuple(input_tensor.shape[1:])
-    else:
-        shape = tuple(default_shape if input_shape is None else input_shape)
+def check_input_shape(shape: Sequence[Optional[int]], min_size: int = 1, multiple: int = 1) -> tuple:
+    """``shape`` as ``(height, width, channels)``, or one clear error: not three sides, no
+    channels, sides below ``min_size`` (what the network downsamples by) or not divisible
+    by ``multiple`` (where the network needs it). ``zoo.load`` checks with the entry's
+    ``min_input_size`` and ``input_multiple``, which live in its registry record only."""
+    shape = tuple(shape)
     if len(shape) != 3:
         raise InvalidInputError(
             f"input_shape must be (height, width, channels), got {shape}."
@@ -83,8 +70,22 @@ def image_input(
                 f"input_shape {shape}: this model needs sizes divisible by {multiple} "
                 f"(e.g. {fit}x{fit}; the data pipeline pads with --image-size {fit})."
             )
+    return shape
+
+
+def image_input(
+    input_shape: Optional[Sequence[Optional[int]]],
+    input_tensor=None,
+    default_shape: Sequence[int] = (224, 224, 3),
+):
+    """Return the ``tf.keras.Input`` of a model, with keras.applications' rules:
+    ``input_tensor`` wins over ``input_shape``; a plain tensor is wrapped."""
     if input_tensor is not None:
+        if not tf.keras.backend.is_keras_tensor(input_tensor):
+            input_tensor = tf.keras.layers.Input(tensor=input_tensor)
+        check_input_shape(input_tensor.shape[1:])
         return input_tensor
+    shape = check_input_shape(default_shape if input_shape is None else input_shape)
     return tf.keras.layers.Input(shape=shape)
 
 
@@ -130,15 +131,6 @@ def real_conv(x, filters: int, kernel_size: int, strides: int = 1, name=None, **
     )(x)
 
 
-def downsample_shortcut(x, filters: int, strides: int = 2, bn_momentum: float = BN_MOMENTUM,
-                        bn_epsilon: float = BN_EPSILON, name=None):
-    """Bi-Real Net's real-valued shortcut: AvgPool 2x2 -> real 1x1 conv -> BN."""
-    if strides > 1:
-        x = tf.keras.layers.AvgPool2D(strides, strides=strides, padding="same")(x)
-    x = real_conv(x, filters, 1)
-    return batch_norm(x, bn_momentum, bn_epsilon)
-
-
 def classifier_head(x, num_classes: int, name: str = "predictions"):
     """Global average pool -> Dense -> softmax (float32, for mixed precision).
 
@@ -155,16 +147,21 @@ def classifier_head(x, num_classes: int, name: str = "predictions"):
     return tf.keras.layers.Activation("softmax", dtype="float32", name="softmax")(x)
 
 
+def check_builder_weights(weights, allowed=(None,)) -> None:
+    """Builders never touch files: ``zoo.load`` resolves, verifies and loads weights."""
+    if weights not in allowed:
+        raise InvalidInputError(
+            f"A builder takes no weights ({weights!r}): use zoo.load(NAME, weights=...), which "
+            f"resolves a tag, file or run directory, verifies it and loads it.")
+
+
 def finish_model(inputs, outputs, name: str, weights=None, input_tensor=None):
-    """Wrap a functional graph into a Model and load ``weights`` (a path) if given."""
+    """Wrap a functional graph into a Model (``weights`` must be None: see
+    :func:`check_builder_weights`)."""
+    check_builder_weights(weights)
     if input_tensor is not None:
         inputs = tf.keras.utils.get_source_inputs(input_tensor)
-    model = tf.keras.Model(inputs=inputs, outputs=outputs, name=name)
-    if weights is not None:
-        from zoo.weights import load_weights_file
-
-        load_weights_file(model, weights)
-    return model
+    return tf.keras.Model(inputs=inputs, outputs=outputs, name=name)
 
 
 # --- ReActNet (arXiv 2003.03488): RSign and RPReLU -------------------------------------

@@ -14,10 +14,16 @@ import re
 from typing import Any, Callable, Dict, Generic, Iterator, List, Optional, Sequence, TypeVar
 
 from zoo.errors import DuplicateNameError, InvalidInputError, UnknownNameError
+from zoo.papers import Paper
 
 T = TypeVar("T")
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+
+# What `zoo list --kind` takes, by registry kind: the one table of the listable kinds.
+LIST_KINDS = {"model": "models", "recipe": "recipes", "dataset": "datasets",
+              "optimizer": "optimizers", "augmentation": "augmentations", "ssl": "ssl",
+              "search": "searches"}
 
 
 def _natural_key(name: str):
@@ -57,10 +63,15 @@ class Registry(Generic[T]):
         candidates = list(self._entries) + list(self._aliases)
         close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise UnknownNameError(
-            f"Unknown {self.kind} {name!r}.{hint} "
-            f"Run `zoo list{'' if self.kind == 'model' else ' --kind ' + self.kind}` to see them all."
-        )
+        raise UnknownNameError(f"Unknown {self.kind} {name!r}.{hint}{self.list_hint()}")
+
+    def list_hint(self) -> str:
+        """Where users see every name of this registry (``zoo list --kind``, plural)."""
+        if self.kind == "model":
+            return " Run `zoo list` to see them all."
+        if self.kind in LIST_KINDS:
+            return f" Run `zoo list --kind {LIST_KINDS[self.kind]}` to see them all."
+        return ""
 
     def get(self, name: str) -> T:
         return self._entries[self.canonical(name)]
@@ -91,19 +102,6 @@ class Registry(Generic[T]):
 
     def items(self):
         return [(n, self._entries[n]) for n in self.names()]
-
-
-@dataclasses.dataclass(frozen=True)
-class Paper:
-    """Where an entry comes from."""
-
-    arxiv: str
-    title: str
-    venue: str = ""
-
-    @property
-    def url(self) -> str:
-        return f"https://arxiv.org/abs/{self.arxiv}"
 
 
 @dataclasses.dataclass

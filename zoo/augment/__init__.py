@@ -9,7 +9,7 @@ the batched tf.data pipeline: ``(images [B,H,W,C], integer labels [B])`` ->
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, Optional
+from typing import Optional
 
 import tensorflow as tf
 
@@ -50,10 +50,6 @@ AUGMENTATIONS.register("attentive_cutmix", AugmentationEntry(
     aliases=("attentivecutmix",))
 
 _ARGS = {"mixup": Mixup, "cutmix": CutMix, "attentive_cutmix": AttentiveCutMix}
-
-
-def list_augmentations(pattern: str = "*"):
-    return AUGMENTATIONS.names(pattern)
 
 
 def get_augmentation(name: str, spec=None, input_shape=None, **args):
@@ -132,11 +128,6 @@ def soft_label_training(label_smoothing: float, num_classes: int):
         SoftAccuracy(name="accuracy"), SoftTopK(k=min(5, num_classes), name="top5")]
 
 
-def describe(augmentation) -> Dict[str, Any]:
-    """What config.json records of an augmentation."""
-    return {"name": augmentation.name, "args": augmentation.config()}
-
-
-__all__ = ["AUGMENTATIONS", "get_augmentation", "list_augmentations", "apply_augmentation",
-           "SoftCrossentropy", "SoftAccuracy", "SoftTopK", "soft_label_training", "describe",
+__all__ = ["AUGMENTATIONS", "get_augmentation", "apply_augmentation",
+           "SoftCrossentropy", "SoftAccuracy", "SoftTopK", "soft_label_training",
            "Mixup", "CutMix", "AttentiveCutMix"]

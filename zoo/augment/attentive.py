@@ -35,15 +35,15 @@ Extractors (``extractor=``):
 """
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 from typing import Optional
 
 import tensorflow as tf
 
 from zoo.augment.mixing import mix_labels, random_permutation, split_seed
+from zoo import settings
 from zoo.errors import InvalidInputError, ZooError
+from zoo.runs import load_for_evaluation, split_reference
 
 RESNET50_NOTOP = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
@@ -147,14 +147,14 @@ def pick_layer(model, grid: int, layer: str = "auto"):
 
 
 def _resnet50_weights_available() -> bool:
-    cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / RESNET50_NOTOP
+    cached = settings.keras_home() / "models" / RESNET50_NOTOP
     if cached.is_file():
         return True
-    if os.environ.get("ZOO_OFFLINE") == "1":
+    if settings.offline():
         return False
-    from zoo.data import _host_resolves
+    from zoo.data import host_resolves
 
-    return _host_resolves("storage.googleapis.com")
+    return host_resolves("storage.googleapis.com")
 
 
 def _published_for(dataset: str) -> Optional[str]:
@@ -222,19 +222,7 @@ def build_feature_fn(extractor: str, train_spec, input_shape, grid: int, layer: 
 
         return feature_fn
 
-    from zoo import data as zdata
-    from zoo.training.loop import load_for_evaluation
-
-    name, weights = extractor, None
-    if Path(extractor).expanduser().is_dir():  # a `zoo train` run directory
-        from zoo.training.loop import run_config
-
-        config = run_config(Path(extractor).expanduser() / "weights.h5")
-        if config is None:
-            raise InvalidInputError(f"{extractor} holds no config.json of a `zoo train` run.")
-        name, weights = config["model"], extractor
-    elif ":" in extractor:
-        name, weights = extractor.split(":", 1)
+    name, weights = split_reference(extractor)  # RUN_DIR, NAME:WEIGHTS or NAME.TAG
     net, spec, shape = load_for_evaluation(name, weights, None)
     model = tf.keras.Model(net.input, pick_layer(net, grid, layer))
     model.trainable = False

@@ -28,11 +28,9 @@ import tensorflow as tf
 from zoo import layers as zl
 from zoo.errors import InvalidInputError, UnknownNameError
 from zoo.models import larq_zoo_models  # noqa: F401  (registers `xnornet` before we extend it)
-from zoo.registry import MODELS, Paper, register_model
+from zoo.registry import MODELS, register_model
+from zoo.papers import BNN, BOP
 
-BNN = Paper("1602.02830", "Binarized Neural Networks", "NeurIPS 2016")
-BOP = Paper("1906.02107", "Latent Weights Do Not Exist: Rethinking Binarized Neural Network "
-            "Optimization", "NeurIPS 2019")
 
 LATENT_FREE = "latent_free"
 
@@ -98,7 +96,7 @@ def binarynet(
     """BinaryNet: conv 128-128-M-256-256-M-512-512-M, FC 1024-1024-classes, BN after each layer."""
     if filters < 1 or dense_units < 1:
         raise InvalidInputError(f"filters and dense_units must be positive, got {filters}, {dense_units}.")
-    inputs = zl.image_input(input_shape, input_tensor, default_shape=(32, 32, 3), min_size=8)
+    inputs = zl.image_input(input_shape, input_tensor, default_shape=(32, 32, 3))
 
     def bn(x):
         return tf.keras.layers.BatchNormalization(scale=False, momentum=bn_momentum, epsilon=bn_epsilon)(x)
@@ -162,8 +160,7 @@ def xnornet_latent_free(*, include_top=True, weights=None, input_shape=None, inp
         raise InvalidInputError(
             "larq-zoo's ImageNet XNOR-Net weights are latent (real-valued) weights; they do not load "
             "into the latent-free variant. Use binary_weights=True for them.")
-    if input_tensor is None:
-        zl.image_input(input_shape, None, min_size=MODELS.get("xnornet").min_input_size)
+    zl.check_builder_weights(weights)
     model = _latent_free_xnor_factory()(
         include_top=include_top, weights=None, input_shape=input_shape, input_tensor=input_tensor,
         num_classes=num_classes).build()
@@ -175,10 +172,6 @@ def xnornet_latent_free(*, include_top=True, weights=None, input_shape=None, inp
         elif type(layer) in (tf.keras.layers.Conv2D, tf.keras.layers.Dense):
             layer.kernel_regularizer = l2  # kept in the layer's config
             layer.add_loss(functools.partial(l2, layer.kernel))
-    if weights is not None:
-        from zoo.weights import load_weights_file
-
-        load_weights_file(model, weights)
     return model
 
 

@@ -1,4 +1,4 @@
-"""Bi-Real Net 18/34 (ECCV 2018, arXiv 1808.00278) and 50/101/152 (IJCV, arXiv 1811.01335).
+"""Bi-Real Net 18/34 (BIREAL 2018, arXiv 1808.00278) and 50/101/152 (BIREAL_IJCV, arXiv 1811.01335).
 
 Every binary conv gets its own real-valued shortcut, so the real activations
 before the sign survive through the whole network. Activations are binarized
@@ -16,23 +16,20 @@ import larq as lq
 import tensorflow as tf
 
 from zoo import layers as zl
-from zoo.registry import Paper, register_model
+from zoo.registry import register_model
+from zoo.papers import BIREAL, BIREAL_IJCV
 
-ECCV = Paper("1808.00278", "Bi-Real Net: Enhancing the Performance of 1-bit CNNs with "
-             "Improved Representational Capability and Advanced Training Algorithm", "ECCV 2018")
-IJCV = Paper("1811.01335", "Bi-Real Net: Binarizing Deep Network Towards Real-Network "
-             "Performance", "IJCV 2020")
 
-# Stage widths and repeats: ECCV Fig./Tab. for 18/34 (one conv per block), IJCV for the bottlenecks.
+# Stage widths and repeats: BIREAL Fig./Tab. for 18/34 (one conv per block), BIREAL_IJCV for the bottlenecks.
 BASIC_REPEATS = {18: (4, 4, 4, 4), 34: (6, 8, 12, 6)}
 BOTTLENECK_REPEATS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
 
 def _activation(name: str):
     """Input quantizer of the binary convs for a training phase."""
-    if name == "approx_sign":  # binary activations with Bi-Real's gradient (ECCV §3.2)
+    if name == "approx_sign":  # binary activations with Bi-Real's gradient (BIREAL §3.2)
         return "approx_sign"
-    if name == "clip":  # real-valued pre-training with clip(-1, x, 1) (ECCV README step 3)
+    if name == "clip":  # real-valued pre-training with clip(-1, x, 1) (BIREAL README step 3)
         return zl.Clip()
     if name == "leaky_clip":  # pre-training step 2: slope 0.1 outside [-1, 1]
         return zl.Clip(slope=0.1)
@@ -87,7 +84,7 @@ def _basic_body(x, repeats, convs: _Convs):
 
 
 def _bottleneck_body(x, repeats, convs: _Convs):
-    """IJCV bottleneck with a shortcut per conv, carrying a mid-width and a full-width stream."""
+    """BIREAL_IJCV bottleneck with a shortcut per conv, carrying a mid-width and a full-width stream."""
     mid_stream, full_stream = x, x
     for stage, blocks in enumerate(repeats):
         filters = 256 * 2**stage
@@ -104,7 +101,7 @@ def _bottleneck_body(x, repeats, convs: _Convs):
             else:
                 out1 = convs.binary(full_stream, mid, 1)
                 identity = mid_stream
-                if downsample:  # width of the mid stream changes: real 1x1 projection (no BN, IJCV code)
+                if downsample:  # width of the mid stream changes: real 1x1 projection (no BN, BIREAL_IJCV code)
                     identity = zl.real_conv(mid_stream, mid, 1, kernel_initializer=convs.initializer)
                 out1 = tf.keras.layers.add([out1, identity])
             # conv2: 3x3 mid -> mid, carries the stride; its shortcut is avg-pooled.
@@ -139,7 +136,7 @@ def birealnet(
     if depth not in BASIC_REPEATS and depth not in BOTTLENECK_REPEATS:
         raise ValueError(f"Bi-Real Net depth must be one of 18, 34, 50, 101, 152; got {depth}.")
     convs = _Convs(activation, binary_weights, bn_momentum, bn_epsilon, kernel_initializer)
-    inputs = zl.image_input(input_shape, input_tensor, min_size=16)
+    inputs = zl.image_input(input_shape, input_tensor)
     x = _stem(inputs, convs)
     if depth in BASIC_REPEATS:
         x = _basic_body(x, BASIC_REPEATS[depth], convs)
@@ -163,9 +160,9 @@ def _register(depth, paper, reported, aliases=()):
     return builder
 
 
-# Reported ImageNet top-1/top-5: ECCV Tab. 5 / official README (18, 34), IJCV (50, 152).
-birealnet18 = _register(18, ECCV, {"imagenet2012": {"top1": 56.4, "top5": 79.5}}, aliases=("birealnet",))
-birealnet34 = _register(34, ECCV, {"imagenet2012": {"top1": 62.2, "top5": 83.9}})
-birealnet50 = _register(50, IJCV, {"imagenet2012": {"top1": 62.6, "top5": 83.9}})
-birealnet101 = _register(101, IJCV, {})
-birealnet152 = _register(152, IJCV, {"imagenet2012": {"top1": 64.5}})
+# Reported ImageNet top-1/top-5: BIREAL Tab. 5 / official README (18, 34), BIREAL_IJCV (50, 152).
+birealnet18 = _register(18, BIREAL, {"imagenet2012": {"top1": 56.4, "top5": 79.5}}, aliases=("birealnet",))
+birealnet34 = _register(34, BIREAL, {"imagenet2012": {"top1": 62.2, "top5": 83.9}})
+birealnet50 = _register(50, BIREAL_IJCV, {"imagenet2012": {"top1": 62.6, "top5": 83.9}})
+birealnet101 = _register(101, BIREAL_IJCV, {})
+birealnet152 = _register(152, BIREAL_IJCV, {"imagenet2012": {"top1": 64.5}})

@@ -40,11 +40,10 @@ import tensorflow as tf
 
 from zoo import layers as zl
 from zoo.errors import InvalidInputError
+from zoo.models import _arch
 from zoo.models.reactnet import WIDTHS as REACTNET_WIDTHS
-from zoo.registry import Paper, register_model
-from zoo.training.recipes import REACTNET, Recipe, Stage, register_recipe
-
-BMES = Paper("2005.06305", "Binarizing MobileNet via Evolution-based Searching", "CVPR 2020")
+from zoo.papers import BMES
+from zoo.registry import register_model
 
 NUM_BLOCKS = len(REACTNET_WIDTHS) - 1  # 13 blocks, each with one searched 3x3 conv
 
@@ -85,53 +84,26 @@ def layer_channels(width: float = 1.0) -> Tuple[int, ...]:
     return stage_widths(width)[:-1]
 
 
-def split_width(arch, width: Optional[float]) -> Tuple[object, float]:
-    """``(genes part, width)`` of an architecture string.
-
-    A searched network at another width than 1.0 carries it as a prefix,
-    ``"0.25x:1-2-4-..."``, so that ``zoo train NAME --arch STRING`` rebuilds it
-    alone; an explicit ``width`` must then agree. Default width 1.0."""
-    if isinstance(arch, str) and ":" in arch:
-        prefix, body = arch.split(":", 1)
-        prefix = prefix.strip().lower()
-        try:
-            if not prefix.endswith("x"):
-                raise ValueError
-            arch_width = float(prefix[:-1])
-        except ValueError:
-            raise InvalidInputError(
-                f"Bad architecture {arch!r}: the part before ':' is the width, e.g. '0.25x:'.") from None
-        if width is not None and abs(float(width) - arch_width) > 1e-9:
-            raise InvalidInputError(
-                f"Architecture {arch!r} is for width {arch_width}, but width={width} was given.")
-        return body, arch_width
-    return arch, 1.0 if width is None else float(width)
-
-
-def width_prefix(width: float) -> str:
-    return "" if float(width) == 1.0 else f"{float(width):g}x:"
-
-
 def encode_arch(groups: Sequence[int], width: float = 1.0) -> str:
-    return width_prefix(width) + "-".join(str(int(g)) for g in groups)
+    """``"1-2-4-..."``; at another width than 1.0 prefixed with it: ``"0.25x:1-2-4-..."``
+    (so that ``zoo train bmes --arch STRING`` rebuilds it alone; split off again by
+    :func:`zoo.models._arch.split_width`)."""
+    return _arch.format_arch([groups], width, width_style="prefix")
 
 
 def parse_arch(arch, width: float = 1.0) -> Tuple[int, ...]:
     """Groups per searched layer from an architecture string (or a sequence) at ``width``
-    (the width prefix, if any, already split off by :func:`split_width`).
+    (the width prefix, if any, already split off by :func:`zoo.models._arch.split_width`).
 
     Raises :class:`InvalidInputError` with the allowed choices on a bad string."""
     channels = layer_channels(width)
     if arch is None:
         return (1,) * NUM_BLOCKS
     if isinstance(arch, str):
-        parts = [p.strip() for p in arch.strip().split("-")]
-        try:
-            groups = tuple(int(p) for p in parts)
-        except ValueError:
-            raise InvalidInputError(
-                f"Bad bmes architecture {arch!r}: expected {NUM_BLOCKS} group counts joined by "
-                f"'-', e.g. {encode_arch([1] * NUM_BLOCKS)!r} (from `zoo search bmes`).") from None
+        (groups,), _ = _arch.parse_arch(
+            arch, what="bmes architecture",
+            expected=f"{NUM_BLOCKS} group counts joined by '-', e.g. "
+                     f"{encode_arch([1] * NUM_BLOCKS)!r} (from `zoo search bmes`)")
     else:
         groups = tuple(int(g) for g in arch)
     if len(groups) != NUM_BLOCKS:
@@ -292,7 +264,7 @@ def _block(x, filters, strides, conv3x3, binary_weights, kernel_initializer, nam
 def _network(name, make_conv3x3, *, width, include_top, weights, input_shape, input_tensor,
              num_classes, binary_weights, kernel_initializer):
     widths = stage_widths(width)
-    inputs = zl.image_input(input_shape, input_tensor, min_size=16)
+    inputs = zl.image_input(input_shape, input_tensor)
     # stem: real 3x3/2 conv -> BN (ReActNet-A's `firstconv3x3`)
     x = zl.real_conv(inputs, widths[0], 3, strides=2, name="stem_conv",
                      kernel_initializer=kernel_initializer)
@@ -306,21 +278,7 @@ def _network(name, make_conv3x3, *, width, include_top, weights, input_shape, in
     return zl.finish_model(inputs, x, name, weights, input_tensor)
 
 
-# The paper's training schedule is not verified (no code): ReActNet's two steps (Adam 1.25e-3
-# at batch 256, linear decay, 128 epochs per step; binary activations + real weights, then
-# binary weights) with plain cross-entropy, so no teacher is needed.
-register_recipe(Recipe(
-    name="bmes_two_step",
-    description="Searched binary MobileNet from scratch: ReActNet's two steps (real weights, then "
-                "binary weights initialised from them) with cross-entropy; Adam, linear decay.",
-    paper=REACTNET,
-    stages=[Stage(name="step1", epochs=128, learning_rate=1.25e-3, optimizer="adam",
-                  schedule="linear", weight_decay=1e-5, batch_size=256,
-                  model_overrides={"binary_weights": False}),
-            Stage(name="step2", epochs=128, learning_rate=1.25e-3, optimizer="adam",
-                  schedule="linear", weight_decay=0.0, batch_size=256)],
-))
-
+# default recipe: `bmes_two_step` in zoo/training/recipes.py (ReActNet's two steps)
 _REGISTER = dict(paper=BMES, family="bmes", default_recipe="bmes_two_step", min_input_size=16)
 
 
@@ -329,7 +287,7 @@ def bmes(*, arch: Optional[str] = None, width: Optional[float] = None, include_t
          weights=None, input_shape=None, input_tensor=None, num_classes=1000, binary_weights=True,
          kernel_initializer="glorot_normal"):
     """Binary MobileNet with searched group convs (``arch`` from `zoo search bmes`)."""
-    arch, width = split_width(arch, width)
+    arch, width = _arch.split_width(arch, width)
     groups = parse_arch(arch, width)
 
     def make_conv3x3(index, strides, name):

@@ -1,25 +1,17 @@
 """larq-zoo's literature and sota models, registered as zoo entries.
 
 The builders are larq-zoo's own (``larq_zoo.literature`` / ``larq_zoo.sota``);
-this file only gives them names, metadata and the zoo's weights handling:
-``weights="imagenet"`` goes to larq-zoo's own verified download, a path is
-loaded by the zoo.
+this file only gives them names and metadata. Their ImageNet weights are manifest
+records (larq-zoo's URLs and hashes), fetched and loaded by ``zoo.load``.
 """
 from __future__ import annotations
 
 import larq_zoo as lqz
 
-from zoo.layers import image_input
-from zoo.registry import Paper, register_model
-from zoo.weights import load_weights_file
+from zoo.layers import check_builder_weights
+from zoo.registry import register_model
+from zoo.papers import BDENSE, BNN, DOREFA, LARQ_ZOO_BIREAL, LCE, MELIUS, R2B, XNOR
 
-BNN = Paper("1602.02830", "Binarized Neural Networks", "NeurIPS 2016")
-XNOR = Paper("1603.05279", "XNOR-Net: ImageNet Classification Using Binary Convolutional Neural Networks", "ECCV 2016")
-DOREFA = Paper("1606.06160", "DoReFa-Net: Training Low Bitwidth Convolutional Neural Networks with Low Bitwidth Gradients")
-BDENSE = Paper("1906.08637", "Back to Simplicity: How to Train Accurate BNNs from Scratch?")
-MELIUS = Paper("2001.05936", "MeliusNet: Can Binary Neural Networks Achieve MobileNet-level Accuracy?")
-R2B = Paper("2003.11535", "Training Binary Neural Networks with Real-to-Binary Convolutions", "ICLR 2020")
-LCE = Paper("2011.09398", "Larq Compute Engine: Design, Benchmark, and Deploy State-of-the-Art Binarized Neural Networks", "MLSys 2021")
 
 
 def _wrap(name, fn, paper, top1, top5, min_input_size=16, aliases=(), input_multiple=1):
@@ -27,15 +19,10 @@ def _wrap(name, fn, paper, top1, top5, min_input_size=16, aliases=(), input_mult
 
     def builder(*, include_top=True, weights=None, input_shape=None, input_tensor=None,
                 num_classes=1000):
-        if input_tensor is None:
-            # validate with the zoo's rules (clear errors); larq-zoo builds its own Input
-            image_input(input_shape, None, min_size=min_input_size, multiple=input_multiple)
-        lqz_weights = "imagenet" if weights == "imagenet" else None
-        model = fn(include_top=include_top, weights=lqz_weights, input_shape=input_shape,
-                   input_tensor=input_tensor, num_classes=num_classes)
-        if weights is not None and weights != "imagenet":
-            load_weights_file(model, weights)
-        return model
+        # "imagenet" (no manifest record for it): larq-zoo's own verified download
+        check_builder_weights(weights, allowed=(None, "imagenet"))
+        return fn(include_top=include_top, weights=weights, input_shape=input_shape,
+                  input_tensor=input_tensor, num_classes=num_classes)
 
     builder.__name__ = name
     builder.__doc__ = f"{fn.__name__} from larq-zoo ({paper.title})."
@@ -67,4 +54,4 @@ _wrap("binary_alexnet", lqz.literature.BinaryAlexNet, BNN, 36.30, 61.53, min_inp
 _wrap("binary_resnet_e18", lqz.literature.BinaryResNetE18, BDENSE, 58.32, 80.79,
       aliases=("binaryresnete18",), input_multiple=8)
 _wrap("larq_zoo_birealnet", lqz.literature.BiRealNet,
-      Paper("1808.00278", "Bi-Real Net (larq-zoo's Keras implementation)", "ECCV 2018"), 57.47, 79.84)
+      LARQ_ZOO_BIREAL, 57.47, 79.84)

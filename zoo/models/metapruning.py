@@ -50,12 +50,9 @@ import tensorflow as tf
 
 from zoo import layers as zl
 from zoo.errors import InvalidInputError
-from zoo.models.bmes import split_width, width_prefix
-from zoo.registry import Paper, register_model
-from zoo.training.recipes import Recipe, Stage, register_recipe
-
-METAPRUNING = Paper("1903.10258", "MetaPruning: Meta Learning for Automatic Neural Network "
-                    "Channel Pruning", "ICCV 2019")
+from zoo.models import _arch
+from zoo.papers import METAPRUNING
+from zoo.registry import register_model
 
 # §4.1 / official code: ratios 0.10 to 1.00 in steps of 0.03, i.e. 31 choices per gene
 RATIO_PERCENTS: Tuple[int, ...] = tuple(range(10, 101, 3))
@@ -166,7 +163,7 @@ def network_spec(version: str, width: float = 1.0) -> NetworkSpec:
 
 def encode_arch(percents: Sequence[int], width: float = 1.0) -> str:
     """``"49-100-..."``; at another width than 1.0 prefixed with it: ``"0.25x:49-100-..."``."""
-    return width_prefix(width) + "-".join(str(int(p)) for p in percents)
+    return _arch.format_arch([percents], width, width_style="prefix")
 
 
 def parse_arch(arch, spec: NetworkSpec) -> Tuple[int, ...]:
@@ -175,12 +172,9 @@ def parse_arch(arch, spec: NetworkSpec) -> Tuple[int, ...]:
         return (FULL,) * spec.num_genes
     example = encode_arch([FULL] * spec.num_genes)
     if isinstance(arch, str):
-        try:
-            percents = tuple(int(p) for p in arch.strip().split("-"))
-        except ValueError:
-            raise InvalidInputError(
-                f"Bad MetaPruning MobileNet{spec.version.upper()} architecture {arch!r}: expected "
-                f"{spec.num_genes} width percents joined by '-', e.g. {example!r}.") from None
+        (percents,), _ = _arch.parse_arch(
+            arch, what=f"MetaPruning MobileNet{spec.version.upper()} architecture",
+            expected=f"{spec.num_genes} width percents joined by '-', e.g. {example!r}")
     else:
         percents = tuple(int(p) for p in arch)
     if len(percents) != spec.num_genes:
@@ -225,7 +219,7 @@ def _pruned(spec: NetworkSpec, arch, name, *, include_top, weights, input_shape,
             num_classes):
     percents = parse_arch(arch, spec)
     channels = spec.channels(percents)
-    inputs = zl.image_input(input_shape, input_tensor, min_size=16)
+    inputs = zl.image_input(input_shape, input_tensor)
     x = inputs
     for convs, residual in spec.blocks:
         shortcut = x
@@ -344,7 +338,7 @@ class GeneratedConv2D(tf.keras.layers.Layer):
 
 def _pruningnet(spec: NetworkSpec, name, *, include_top, weights, input_shape, input_tensor,
                 num_classes):
-    inputs = zl.image_input(input_shape, input_tensor, min_size=16)
+    inputs = zl.image_input(input_shape, input_tensor)
     image_channels = int(inputs.shape[-1])
     x = inputs
     for convs, residual in spec.blocks:
@@ -414,19 +408,9 @@ def pruningnet_to_pruned(pruningnet, pruned, percents: Sequence[int]) -> None:
 
 # ----------------------------------------------------------------------------- entries
 
+# default recipe: `metapruning_mobilenet` in zoo/training/recipes.py (the official retraining)
 _REGISTER = dict(paper=METAPRUNING, family="metapruning", binary=False, min_input_size=16,
                  default_recipe="metapruning_mobilenet")
-
-register_recipe(Recipe(
-    name="metapruning_mobilenet",
-    description="MetaPruning's retraining of a searched MobileNet from scratch: SGD momentum 0.9, "
-                "LR 0.5 linearly decayed to 0, weight decay 4e-5, batch 1024, 256 epochs.",
-    paper=METAPRUNING,
-    stages=[Stage(name="pruned", epochs=256, learning_rate=0.5, optimizer="sgd",  # official README
-                  optimizer_args={"momentum": 0.9}, schedule="linear", weight_decay=4e-5,
-                  label_smoothing=0.1, batch_size=1024)],
-))
-
 
 @register_model("metapruning_mobilenet_v1",
                 # README: 70.9% top-1 at 316M FLOPs (the 0.75x search)
@@ -436,7 +420,7 @@ def metapruning_mobilenet_v1(*, arch: Optional[str] = None, width: Optional[floa
                              include_top=True, weights=None, input_shape=None, input_tensor=None,
                              num_classes=1000):
     """Pruned MobileNetV1 of a MetaPruning search (``arch``: 13 width percents; default unpruned)."""
-    arch, width = split_width(arch, width)
+    arch, width = _arch.split_width(arch, width)
     return _pruned(network_spec("v1", width), arch, "metapruning_mobilenet_v1",
                    include_top=include_top, weights=weights, input_shape=input_shape,
                    input_tensor=input_tensor, num_classes=num_classes)
@@ -450,7 +434,7 @@ def metapruning_mobilenet_v2(*, arch: Optional[str] = None, width: Optional[floa
                              include_top=True, weights=None, input_shape=None, input_tensor=None,
                              num_classes=1000):
     """Pruned MobileNetV2 of a MetaPruning search (``arch``: 24 width percents; default unpruned)."""
-    arch, width = split_width(arch, width)
+    arch, width = _arch.split_width(arch, width)
     return _pruned(network_spec("v2", width), arch, "metapruning_mobilenet_v2",
                    include_top=include_top, weights=weights, input_shape=input_shape,
                    input_tensor=input_tensor, num_classes=num_classes)

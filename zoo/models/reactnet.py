@@ -31,10 +31,9 @@ import larq as lq
 import tensorflow as tf
 
 from zoo import layers as zl
-from zoo.registry import Paper, register_model
+from zoo.registry import register_model
+from zoo.papers import REACTNET
 
-REACTNET = Paper("2003.03488", "ReActNet: Towards Precise Binary Neural Network with "
-                 "Generalized Activation Functions", "ECCV 2020")
 
 # Output widths of the stem (entry 0) and the 13 blocks: official code's `stage_out_channel`.
 WIDTHS = (32, 64, 128, 128, 256, 256) + (512,) * 6 + (1024,) * 2
@@ -126,7 +125,7 @@ def _reactnet_mobilenet(
     kernel_initializer="glorot_normal",
 ):
     b = _Builder(binary_weights, bn_momentum, bn_epsilon, kernel_initializer)
-    inputs = zl.image_input(input_shape, input_tensor, min_size=16)
+    inputs = zl.image_input(input_shape, input_tensor)
     # stem: real-valued 3x3/2 conv -> BN, no activation (official `firstconv3x3`)
     x = b.real_conv(inputs, WIDTHS[0], 3, strides=2, name="stem_conv")
     for index in range(1, len(WIDTHS)):
@@ -188,7 +187,7 @@ def reactnet18(
 ):
     """ReAct-ResNet-18: Bi-Real Net-18 with RSign before and RPReLU after every binary conv."""
     b = _Builder(binary_weights, bn_momentum, bn_epsilon, kernel_initializer)
-    inputs = zl.image_input(input_shape, input_tensor, min_size=16)
+    inputs = zl.image_input(input_shape, input_tensor)
     # stem as Bi-Real-18: real 7x7/2 conv -> BN -> 3x3/2 max-pool, no activation
     x = b.real_conv(inputs, 64, 7, strides=2, name="stem_conv")
     x = tf.keras.layers.MaxPool2D(3, strides=2, padding="same", name="stem_pool")(x)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from zoo import layers as zl
-from zoo.registry import Paper, register_model
+from zoo.registry import register_model
+from zoo.papers import RESNET
 
-RESNET = Paper("1512.03385", "Deep Residual Learning for Image Recognition", "CVPR 2016")
 REPEATS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}  # He et al. Tab. 1
 
 
@@ -25,7 +25,7 @@ def _block(x, filters, strides):
 def resnet(depth=18, *, include_top=True, weights=None, input_shape=None, input_tensor=None,
            num_classes=1000):
     """A real-valued ResNet with basic blocks."""
-    inputs = zl.image_input(input_shape, input_tensor, min_size=16)
+    inputs = zl.image_input(input_shape, input_tensor)
     x = zl.real_conv(inputs, 64, 7, strides=2, kernel_initializer="he_normal")
     x = tf.keras.layers.ReLU()(zl.batch_norm(x))
     x = tf.keras.layers.MaxPool2D(3, strides=2, padding="same")(x)

@@ -53,7 +53,6 @@ real-valued: a depthwise MAC is rare, and binary depthwise convs diverge
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import larq as lq
@@ -62,10 +61,9 @@ import tensorflow as tf
 
 from zoo import layers as zl
 from zoo.errors import InvalidInputError
-from zoo.registry import Paper, register_model
-
-SPOS = Paper("1904.00420", "Single Path One-Shot Neural Architecture Search with Uniform "
-             "Sampling", "ECCV 2020")
+from zoo.models import _arch
+from zoo.papers import SPOS
+from zoo.registry import register_model
 
 BLOCKS = ("shuffle3x3", "shuffle5x5", "shuffle7x7", "xception")
 KERNELS = (3, 5, 7, 3)
@@ -144,41 +142,25 @@ def layer_specs(width: float = 1.0, layers: int = NUM_LAYERS) -> List[LayerSpec]
 
 # ----------------------------------------------------------------------------- arch strings
 
-_ARCH_RE = re.compile(r"^([0-3]+)(?:-([0-7]+))?(?:@([0-9]*\.?[0-9]+))?$")
+_ARCH_SYNTAX = dict(what="SPOS architecture", sep="", parts=2, width_style="suffix")
+_ARCH_EXPECTED = (
+    "one block digit 0-3 per choice layer (0 Shuffle3x3, 1 Shuffle5x5, 2 Shuffle7x7, 3 Xception; "
+    "20 layers, or 5, 10, 15 for the shallower spaces), optionally '-' and as many channel-scale "
+    f"digits 0-7 (scale 0.2 * (i + 1)) and '@WIDTH', e.g. {DEFAULT_ARCH!r}")
 
 
 def parse_arch(arch: str) -> Tuple[Tuple[int, ...], Tuple[int, ...], Optional[float]]:
     """``"BLOCKS-SCALES[@WIDTH]"`` -> (blocks, scale indices, width or None)."""
-    match = _ARCH_RE.match(str(arch).strip())
-    if (not match or len(match.group(1)) not in DEPTHS
-            or (match.group(2) and len(match.group(2)) != len(match.group(1)))):
-        raise InvalidInputError(
-            f"Bad SPOS architecture {arch!r}: expected one block digit 0-3 per choice layer "
-            f"(0 Shuffle3x3, 1 Shuffle5x5, 2 Shuffle7x7, 3 Xception; 20 layers, or 5, 10, 15 "
-            f"for the shallower spaces), optionally '-' and as many channel-scale digits 0-7 "
-            f"(scale 0.2 * (i + 1)) and '@WIDTH', e.g. {DEFAULT_ARCH!r}.")
-    blocks = tuple(int(c) for c in match.group(1))
-    scales = (tuple(int(c) for c in match.group(2)) if match.group(2)
-              else (DEFAULT_SCALE_INDEX,) * len(blocks))
-    width = float(match.group(3)) if match.group(3) else None
+    (blocks, *scales), width = _arch.parse_arch(arch, expected=_ARCH_EXPECTED, **_ARCH_SYNTAX)
+    scales = scales[0] if scales else (DEFAULT_SCALE_INDEX,) * len(blocks)
+    if (len(blocks) not in DEPTHS or len(scales) != len(blocks)
+            or max(blocks) >= len(BLOCKS) or max(scales) >= len(SCALES)):
+        raise _arch.arch_error(arch, _ARCH_SYNTAX["what"], _ARCH_EXPECTED)
     return blocks, scales, width
 
 
 def format_arch(blocks: Sequence[int], scales: Sequence[int], width: Optional[float] = None) -> str:
-    text = "".join(str(int(b)) for b in blocks) + "-" + "".join(str(int(s)) for s in scales)
-    if width is not None and float(width) != 1.0:
-        text += f"@{float(width):g}"
-    return text
-
-
-def _resolve_width(arch_width: Optional[float], width: Optional[float]) -> float:
-    if width is None:
-        return 1.0 if arch_width is None else arch_width
-    if arch_width is not None and abs(arch_width - float(width)) > 1e-9:
-        raise InvalidInputError(
-            f"The architecture string says width {arch_width:g} but width={width!r} was given; "
-            f"drop one of them.")
-    return float(width)
+    return _arch.format_arch([blocks, scales], width, sep="", width_style="suffix")
 
 
 # ----------------------------------------------------------------------------- block recipes
@@ -277,7 +259,7 @@ class ChannelSplit(tf.keras.layers.Layer):
         return {**super().get_config(), "offset": self.offset}
 
 
-def _standalone_block(x, spec: LayerSpec, block: int, scale: int, binary: bool, bn_affine: bool):
+def standalone_block(x, spec: LayerSpec, block: int, scale: int, binary: bool, bn_affine: bool):
     prefix = f"layer{spec.index}_"
     mid = spec.mid(scale)
     ops = block_ops(block, spec.stride)
@@ -297,7 +279,7 @@ def _standalone_block(x, spec: LayerSpec, block: int, scale: int, binary: bool, 
     return tf.keras.layers.Concatenate(name=prefix + "concat")([proj, main])
 
 
-def _stem_size(hw) -> Tuple[int, int]:
+def stem_size(hw) -> Tuple[int, int]:
     """Spatial size after the stride-2 stem ('same' padding)."""
     return tuple((int(s) + 1) // 2 for s in hw)
 
@@ -341,12 +323,12 @@ def build_spos(arch: str = DEFAULT_ARCH, *, width: Optional[float] = None, binar
                name: Optional[str] = None):
     """The stand-alone network of one architecture string (see the module doc)."""
     blocks, scales, arch_width = parse_arch(arch)
-    width = _resolve_width(arch_width, width)
+    width = _arch.resolve_width(arch, arch_width, width)
     stem, _, last = widths(width)
-    inputs = zl.image_input(input_shape, input_tensor, min_size=16)
+    inputs = zl.image_input(input_shape, input_tensor)
     x = _stem_bn_act(_stem(inputs, stem), bn_affine, binary)
     for spec, block, scale in zip(layer_specs(width, len(blocks)), blocks, scales):
-        x = _standalone_block(x, spec, block, scale, binary, bn_affine)
+        x = standalone_block(x, spec, block, scale, binary, bn_affine)
     outputs = _tail(x, last, binary, bn_affine, include_top, num_classes, dropout)
     return zl.finish_model(inputs, outputs, name or ("spos_binary" if binary else "spos"),
                            weights, input_tensor)
@@ -486,7 +468,7 @@ def build_supernet(*, width: float = 1.0, binary: bool = False, dropout: float =
                    layers: int = NUM_LAYERS):
     """The SPOS supernet (BN without affine parameters, every block at scale 1.6)."""
     stem, _, last = widths(width)
-    inputs = zl.image_input(input_shape, input_tensor, min_size=16)
+    inputs = zl.image_input(input_shape, input_tensor)
     x = _stem_bn_act(_stem(inputs, stem), False, binary)
     for spec in layer_specs(width, layers):
         x = ChoiceLayer(spec.index, spec.inp, spec.oup, spec.stride, binary=binary,

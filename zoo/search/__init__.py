@@ -5,7 +5,8 @@ registry entry: a ``run(config) -> SearchResult`` function that trains its
 supernet and runs :func:`zoo.search.engine.evolutionary_search`, plus the names
 of the model entries that build its supernet and a searched architecture
 (``zoo.load(method.model, arch=result.arch)``), so a searched network is
-retrained from scratch with ``zoo train MODEL --arch STRING``.
+retrained from scratch with ``zoo train MODEL --arch STRING``. The weight-sharing
+methods share one supernet trainer and one-shot flow, :mod:`zoo.search.oneshot`.
 
 >>> from zoo.search import get_search, SearchConfig
 >>> result = get_search("spos").run(SearchConfig(output=Path("runs/spos"), supernet_epochs=2))
@@ -74,10 +75,6 @@ def get_search(name: str) -> SearchMethod:
     return load_methods().get(name)
 
 
-def list_searches(pattern: str = "*") -> List[str]:
-    return load_methods().names(pattern)
-
-
 @dataclasses.dataclass
 class SearchConfig:
     """Everything a search run needs; method-specific settings go in ``extra``."""
@@ -130,5 +127,5 @@ class SearchResult:
 
 __all__ = [
     "SEARCHES", "SearchMethod", "SearchConfig", "SearchResult", "register_search", "get_search",
-    "list_searches", "load_methods",
+    "load_methods",
 ]

@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from zoo.errors import InvalidInputError, ZooError
+from zoo.models import _arch
 
 Candidate = Tuple[int, ...]
 LOG_NAME = "search_log.json"
@@ -59,17 +60,13 @@ class SearchSpace:
         raise NotImplementedError
 
     def encode(self, candidate: Candidate) -> str:
-        """The architecture string that ``zoo.load(model, arch=...)`` accepts."""
-        return "-".join(str(int(g)) for g in candidate)
+        """The architecture string that ``zoo.api.load(model, arch=...)`` accepts."""
+        return _arch.format_arch([candidate])
 
     def decode(self, arch: str) -> Candidate:
         """The candidate of an architecture string; InvalidInputError on a bad one."""
-        try:
-            candidate = tuple(int(part) for part in str(arch).strip().split("-"))
-        except ValueError:
-            raise InvalidInputError(
-                f"Bad architecture string {arch!r}: expected {len(self.choices)} integers "
-                f"joined by '-'.") from None
+        (candidate,), _ = _arch.parse_arch(arch, what="architecture string",
+                                           expected=f"{len(self.choices)} integers joined by '-'")
         if not self.is_valid(candidate):
             raise InvalidInputError(
                 f"Bad architecture string {arch!r}: expected {len(self.choices)} genes with "
@@ -331,6 +328,19 @@ def evolutionary_search(
             "best_cost": evaluated[best_arch][1], "history": history, "evaluated": evaluated}
 
 
+def random_candidates(space: SearchSpace, max_cost: Optional[float], n: int, seed: int, *,
+                      min_cost: Optional[float] = None, max_tries: int = 1000) -> List[Candidate]:
+    """``n`` distinct random candidates within the limit: the random baseline's, from its
+    own stream (the search's stays intact), so the same ``seed`` draws them again."""
+    rng = np.random.default_rng([int(seed), 7919])
+    seen, drawn = set(), []
+    for _ in range(int(n)):
+        candidate = sample_within(space, max_cost, rng, max_tries, min_cost=min_cost, exclude=seen)
+        seen.add(candidate)
+        drawn.append(candidate)
+    return drawn
+
+
 def median_random_score(space: SearchSpace, score_fn: Callable[[Candidate], float],
                         max_cost: Optional[float], n: int, seed: int, *,
                         min_cost: Optional[float] = None, max_tries: int = 1000,
@@ -340,11 +350,9 @@ def median_random_score(space: SearchSpace, score_fn: Callable[[Candidate], floa
     The baseline a searched architecture has to beat. ``cache`` (arch -> (score,
     cost), e.g. the search's ``evaluated``) avoids scoring a candidate twice.
     """
-    rng = np.random.default_rng([int(seed), 7919])  # its own stream: the search's stays intact
-    seen, scores = set(), []
-    for _ in range(int(n)):
-        candidate = sample_within(space, max_cost, rng, max_tries, min_cost=min_cost, exclude=seen)
-        seen.add(candidate)
+    scores = []
+    for candidate in random_candidates(space, max_cost, n, seed, min_cost=min_cost,
+                                       max_tries=max_tries):
         arch = space.encode(candidate)
         if cache is not None and arch in cache:
             scores.append(float(cache[arch][0]))
@@ -501,6 +509,7 @@ def plot_search(output_dir, history: List[Dict[str, Any]], evaluated: Dict[str, 
 
 
 __all__ = [
-    "SearchSpace", "evolutionary_search", "sample_within", "recalibrate_batchnorm",
+    "SearchSpace", "evolutionary_search", "sample_within", "random_candidates",
+    "recalibrate_batchnorm",
     "median_random_score", "plot_search", "batchnorm_layers", "top1_accuracy",
 ]

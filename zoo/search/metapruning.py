@@ -22,9 +22,8 @@ from typing import Sequence, Tuple
 
 from zoo.errors import InvalidInputError
 from zoo.models import metapruning as mp
-from zoo.models.bmes import split_width
-from zoo.search import SearchConfig, SearchResult, register_search
-from zoo.search.bmes import check_settings, run_one_shot, setting
+from zoo.models._arch import split_width
+from zoo.search import SearchConfig, SearchResult, oneshot, register_search
 from zoo.search.engine import SearchSpace
 
 # official search scripts: FLOPs <= 330M, against 569M (V1 1.0x) / 585M (V2 1.4x) unpruned
@@ -80,10 +79,10 @@ def _run(version: str, config: SearchConfig) -> SearchResult:
     from zoo.api import get_entry, load
     from zoo.training.optimizers import StageSchedule, get_optimizer
 
-    check_settings(config, SETTINGS)
-    width = setting(config, "width", DEFAULT_WIDTH[version])
-    lr = setting(config, "lr", 0.25)  # official PruningNet training: SGD 0.25, linear to 0
-    smoothing = setting(config, "label_smoothing", 0.1)  # official training: label smoothing 0.1
+    oneshot.check_settings(config, SETTINGS)
+    width = oneshot.setting(config, "width", DEFAULT_WIDTH[version])
+    lr = oneshot.setting(config, "lr", 0.25)  # official PruningNet training: SGD 0.25, linear to 0
+    smoothing = oneshot.setting(config, "label_smoothing", 0.1)  # official training's smoothing
     method = f"metapruning_mobilenet_{version}"
     supernet_name = f"pruningnet_mobilenet_{version}"
     spec = zdata.get_dataset(config.dataset)
@@ -106,13 +105,12 @@ def _run(version: str, config: SearchConfig) -> SearchResult:
     def make_optimizer(total_steps):
         return get_optimizer("sgd", StageSchedule(lr, total_steps, "linear"), momentum=0.9)
 
-    return run_one_shot(
-        config, method=method, model_entry=method, supernet=supernet, space=space,
-        set_path=set_path, random_path=space.random, make_optimizer=make_optimizer,
-        default_epochs=DEFAULT_SUPERNET_EPOCHS, max_cost=max_cost,
-        default_recalibration=DEFAULT_RECALIBRATION, input_shape=input_shape, spec=spec,
-        cost_name="FLOPs", label_smoothing=smoothing,
-        extra={"width": width, "unpruned_flops": full})
+    return oneshot.run_one_shot(config, oneshot.OneShot(
+        method=method, model=method, space=space, supernet=supernet, set_path=set_path,
+        make_optimizer=make_optimizer, spec=spec, input_shape=input_shape, max_cost=max_cost,
+        cost_label="FLOPs", default_epochs=DEFAULT_SUPERNET_EPOCHS,
+        default_recalibration=DEFAULT_RECALIBRATION, label_smoothing=smoothing,
+        extra={"width": width, "unpruned_flops": full}))
 
 
 @register_search("metapruning_mobilenet_v1", model="metapruning_mobilenet_v1",

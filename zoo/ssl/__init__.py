@@ -34,8 +34,4 @@ def get_method(name: str, **args):
     return entry.factory(**args)
 
 
-def list_methods(pattern: str = "*"):
-    return SSL_METHODS.names(pattern)
-
-
-__all__ = ["SSL_METHODS", "get_method", "list_methods", "MoCo", "SimCLR", "BYOL"]
+__all__ = ["SSL_METHODS", "get_method", "MoCo", "SimCLR", "BYOL"]

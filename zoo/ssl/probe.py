@@ -91,7 +91,7 @@ def load_pretrained(name: str, weights, dataset: Optional[str] = None):
 
     Returns (backbone, dataset spec, input shape, the run's config)."""
     from zoo.api import get_entry, load
-    from zoo.weights import split_tag
+    from zoo.hub.spec import split_tag
 
     path = Path(str(weights)).expanduser()
     folder = path if path.is_dir() else path.parent

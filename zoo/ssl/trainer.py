@@ -257,7 +257,8 @@ def pretrain(
     ``monitor_limit`` test images."""
     from zoo.api import get_entry, load
     from zoo.ssl.probe import evaluate_backbone
-    from zoo.training.loop import _check_output_dir, fit_verbosity, progress_callbacks, versions
+    from zoo.runs import prepare_output_dir, versions
+    from zoo.training.callbacks import fit_verbosity, progress_callbacks
 
     entry = get_entry(model)
     spec = zdata.get_dataset(dataset)
@@ -279,7 +280,7 @@ def pretrain(
     output = Path(output) if output else Path("runs") / (
         f"{entry.name}-{method.name}{'-unmix' if unmix else ''}-{spec.name}-"
         f"{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}")
-    _check_output_dir(output)
+    prepare_output_dir(output)
     verbose = fit_verbosity(verbose)
     tf.keras.utils.set_random_seed(seed)
 

@@ -21,12 +21,8 @@ import larq as lq
 import tensorflow as tf
 
 from zoo.errors import InvalidInputError
-from zoo.registry import Paper
 from zoo.training.optimizers import StageSchedule, register_optimizer
-from zoo.training.recipes import Recipe, Stage, register_recipe
 
-BOP_PAPER = Paper("1906.02107", "Latent Weights Do Not Exist: Rethinking Binarized Neural "
-                  "Network Optimization", "NeurIPS 2019")
 
 HYPER_SCHEDULES = ("constant", "step", "linear")
 
@@ -145,62 +141,3 @@ def bop(
         _adam_learning_rate(learning_rate, lr_end, total_steps),
         beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
     return BopCaseOptimizer((lq.optimizers.Bop.is_binary_variable, binary), default_optimizer=real)
-
-
-# ---------------------------------------------------------------------------------------
-# The paper's recipes. Bop needs latent-free kernels: model_overrides switch the builders
-# to NoOp(precision=1) kernels without a clip constraint. No weight decay: an L2 term on
-# +-1 weights would push every weight to flip (add_weight_decay touches binary kernels too).
-
-register_recipe(Recipe(
-    name="binarynet_bop",
-    description="BinaryNet on CIFAR-10 with Bop, the paper's best run (§5.2): 500 epochs, batch 50, "
-                "threshold 1e-8, gamma 1e-4 x0.1 every 100 epochs, Adam 0.01 (constant) for the "
-                "real-valued parameters.",
-    paper=BOP_PAPER,
-    stages=[Stage(
-        name="bop",
-        epochs=500,  # §5.2: 500 epochs
-        learning_rate=0.01,  # §5.2 / code bop_sec52: Adam(0.01), no LR schedule
-        optimizer="bop",
-        optimizer_args={"threshold": 1e-8, "gamma": 1e-4, "gamma_schedule": "step",
-                        "gamma_decay": 0.1, "gamma_decay_every_epochs": 100},  # §5.2
-        schedule="constant",
-        batch_size=50,  # §5.2: batch 50
-        model_overrides={"binary_weights": "latent_free"},
-    )],
-))
-
-# §5.3 ImageNet settings shared by all three networks: batch 1024, threshold 1e-8,
-# gamma linear 1e-4 -> 1e-6, Adam LR linear 2.5e-3 -> 5e-6, decayed over all steps.
-def _imagenet_bop(**fields):
-    return Stage(
-        name="bop",
-        learning_rate=2.5e-3,
-        optimizer="bop",
-        optimizer_args={"threshold": 1e-8, "gamma": 1e-4, "gamma_schedule": "linear",
-                        "gamma_end": 1e-6, "lr_end": 5e-6},
-        schedule="linear",
-        batch_size=1024,
-        model_overrides={"binary_weights": "latent_free"},
-        **fields,
-    )
-
-
-register_recipe(Recipe(
-    name="birealnet_bop",
-    description="Bi-Real Net-18 on ImageNet with Bop (§5.3): 300 epochs, batch 1024, threshold 1e-8, "
-                "gamma linear 1e-4 -> 1e-6, Adam linear 2.5e-3 -> 5e-6; latent-free binary kernels "
-                "without the magnitude-aware scale.",
-    paper=BOP_PAPER,
-    stages=[_imagenet_bop(epochs=300)],  # §5.3: 300 epochs -> 56.6%
-))
-
-register_recipe(Recipe(
-    name="xnornet_bop",
-    description="XNOR-Net on ImageNet with Bop (§5.3): 100 epochs, batch 1024, threshold 1e-8, "
-                "gamma linear 1e-4 -> 1e-6, Adam linear 2.5e-3 -> 5e-6; latent-free binary kernels, "
-                "L2 5e-7 only on the real first conv and last dense (set by the model).",
-    paper=BOP_PAPER,
-    stages=[_imagenet_bop(epochs=100)],  # §5.3: 100 epochs -> 45.9%
-))

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 import tensorflow as tf
 
+from zoo.api import get_entry, load
 from zoo.errors import InvalidInputError, ZooError
+from zoo.runs import load_for_evaluation
 
 _EPS = 1e-7
 
@@ -78,9 +80,6 @@ class Distiller(tf.keras.Model):
 def load_teacher(teacher: str, input_shape, num_classes: int):
     """A frozen teacher from: a `zoo train` run directory, ``NAME:WEIGHTS`` (a zoo
     entry and its weights file) or a saved full Keras model (.h5/.keras)."""
-    from zoo.api import get_entry, load
-    from zoo.training.loop import load_for_evaluation
-
     path = Path(str(teacher)).expanduser()
     if path.is_dir():
         config_file = path / "config.json"

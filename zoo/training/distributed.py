@@ -19,12 +19,12 @@ statistics per replica (the papers' PyTorch DataParallel code does the same), on
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Dict, Optional, Tuple
 
 import tensorflow as tf
 
+from zoo import settings
 from zoo.errors import InvalidInputError, ZooError
 
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
@@ -34,7 +34,7 @@ _CACHE: Dict[str, tf.distribute.Strategy] = {}
 
 def parse_tf_config(text: Optional[str] = None) -> Tuple[Dict, str, int]:
     """``(cluster, task_type, task_index)`` of a ``TF_CONFIG`` (default: the environment's)."""
-    text = os.environ.get("TF_CONFIG", "") if text is None else text
+    text = settings.tf_config() if text is None else text
     example = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
                '"task": {"type": "worker", "index": 0}}\'')
     if not text.strip():
@@ -97,7 +97,7 @@ def _multiworker() -> tf.distribute.Strategy:
 
 
 def _tpu() -> tf.distribute.Strategy:
-    name = os.environ.get("TPU_NAME", "")
+    name = settings.tpu_name()
     hint = ("Set TPU_NAME to the TPU's name or grpc:// address (`local` on a Cloud TPU VM), or use "
             "--strategy mirrored.")
     if not name:

@@ -7,7 +7,8 @@ import dataclasses
 from typing import Any, Dict, List, Optional, Tuple
 
 from zoo.errors import InvalidInputError
-from zoo.registry import Paper, Registry
+from zoo.papers import BIREAL, BOP, METAPRUNING, REACTNET, Paper
+from zoo.registry import Registry
 
 
 @dataclasses.dataclass
@@ -89,8 +90,6 @@ def get_recipe(name: str) -> Recipe:
     return RECIPES.get(name)
 
 
-BIREAL = Paper("1808.00278", "Bi-Real Net", "ECCV 2018")
-
 register_recipe(Recipe(
     name="birealnet_adam",
     description="Bi-Real Net from scratch, the author's PyTorch recipe: Adam, LR linearly "
@@ -165,7 +164,6 @@ register_recipe(Recipe(
                   weight_decay=1e-4, batch_size=256)],
 ))
 
-REACTNET = Paper("2003.03488", "ReActNet", "ECCV 2020")
 _REACTNET_STEP = dict(
     epochs=128,  # official run.sh: 128 epochs per step (the paper: 600k iterations at batch 256)
     learning_rate=1.25e-3,  # official run.sh, MobileNet variant at batch 256
@@ -186,4 +184,90 @@ register_recipe(Recipe(
               **_REACTNET_STEP),
         Stage(name="step2", weight_decay=0.0, **_REACTNET_STEP),
     ],
+))
+
+# bmes (zoo/models/bmes.py, arXiv 2005.06305). The paper's training schedule is not verified
+# (no code): ReActNet's two steps (Adam 1.25e-3 at batch 256, linear decay, 128 epochs per
+# step; binary activations + real weights, then binary weights) with plain cross-entropy, so
+# no teacher is needed.
+register_recipe(Recipe(
+    name="bmes_two_step",
+    description="Searched binary MobileNet from scratch: ReActNet's two steps (real weights, then "
+                "binary weights initialised from them) with cross-entropy; Adam, linear decay.",
+    paper=REACTNET,
+    stages=[Stage(name="step1", epochs=128, learning_rate=1.25e-3, optimizer="adam",
+                  schedule="linear", weight_decay=1e-5, batch_size=256,
+                  model_overrides={"binary_weights": False}),
+            Stage(name="step2", epochs=128, learning_rate=1.25e-3, optimizer="adam",
+                  schedule="linear", weight_decay=0.0, batch_size=256)],
+))
+
+# MetaPruning's searched MobileNets (zoo/models/metapruning.py, arXiv 1903.10258)
+register_recipe(Recipe(
+    name="metapruning_mobilenet",
+    description="MetaPruning's retraining of a searched MobileNet from scratch: SGD momentum 0.9, "
+                "LR 0.5 linearly decayed to 0, weight decay 4e-5, batch 1024, 256 epochs.",
+    paper=METAPRUNING,
+    stages=[Stage(name="pruned", epochs=256, learning_rate=0.5, optimizer="sgd",  # official README
+                  optimizer_args={"momentum": 0.9}, schedule="linear", weight_decay=4e-5,
+                  label_smoothing=0.1, batch_size=1024)],
+))
+
+
+# ---------------------------------------------------------------------------------------
+# Bop's recipes (arXiv 1906.02107; the optimizer is zoo/training/bop.py). Bop needs latent-free kernels: model_overrides switch the builders
+# to NoOp(precision=1) kernels without a clip constraint. No weight decay: an L2 term on
+# +-1 weights would push every weight to flip (add_weight_decay touches binary kernels too).
+
+register_recipe(Recipe(
+    name="binarynet_bop",
+    description="BinaryNet on CIFAR-10 with Bop, the paper's best run (§5.2): 500 epochs, batch 50, "
+                "threshold 1e-8, gamma 1e-4 x0.1 every 100 epochs, Adam 0.01 (constant) for the "
+                "real-valued parameters.",
+    paper=BOP,
+    stages=[Stage(
+        name="bop",
+        epochs=500,  # §5.2: 500 epochs
+        learning_rate=0.01,  # §5.2 / code bop_sec52: Adam(0.01), no LR schedule
+        optimizer="bop",
+        optimizer_args={"threshold": 1e-8, "gamma": 1e-4, "gamma_schedule": "step",
+                        "gamma_decay": 0.1, "gamma_decay_every_epochs": 100},  # §5.2
+        schedule="constant",
+        batch_size=50,  # §5.2: batch 50
+        model_overrides={"binary_weights": "latent_free"},
+    )],
+))
+
+# §5.3 ImageNet settings shared by all three networks: batch 1024, threshold 1e-8,
+# gamma linear 1e-4 -> 1e-6, Adam LR linear 2.5e-3 -> 5e-6, decayed over all steps.
+def _imagenet_bop(**fields):
+    return Stage(
+        name="bop",
+        learning_rate=2.5e-3,
+        optimizer="bop",
+        optimizer_args={"threshold": 1e-8, "gamma": 1e-4, "gamma_schedule": "linear",
+                        "gamma_end": 1e-6, "lr_end": 5e-6},
+        schedule="linear",
+        batch_size=1024,
+        model_overrides={"binary_weights": "latent_free"},
+        **fields,
+    )
+
+
+register_recipe(Recipe(
+    name="birealnet_bop",
+    description="Bi-Real Net-18 on ImageNet with Bop (§5.3): 300 epochs, batch 1024, threshold 1e-8, "
+                "gamma linear 1e-4 -> 1e-6, Adam linear 2.5e-3 -> 5e-6; latent-free binary kernels "
+                "without the magnitude-aware scale.",
+    paper=BOP,
+    stages=[_imagenet_bop(epochs=300)],  # §5.3: 300 epochs -> 56.6%
+))
+
+register_recipe(Recipe(
+    name="xnornet_bop",
+    description="XNOR-Net on ImageNet with Bop (§5.3): 100 epochs, batch 1024, threshold 1e-8, "
+                "gamma linear 1e-4 -> 1e-6, Adam linear 2.5e-3 -> 5e-6; latent-free binary kernels, "
+                "L2 5e-7 only on the real first conv and last dense (set by the model).",
+    paper=BOP,
+    stages=[_imagenet_bop(epochs=100)],  # §5.3: 100 epochs -> 45.9%
 ))

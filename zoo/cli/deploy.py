@@ -1,7 +1,6 @@
 """``zoo convert`` and ``zoo benchmark``: Larq Compute Engine flatbuffers and their costs.
 
-Attached to the ``zoo`` click group by ``from zoo import cli_deploy`` at the end of
-zoo/cli.py. Data goes to stdout, progress to stderr; a ZooError is one ``Error:``
+Added to the ``zoo`` group by zoo/cli/__init__.py. Data goes to stdout, progress to stderr; a ZooError is one ``Error:``
 line on stderr and exit status 2 (ZooCommand).
 """
 from __future__ import annotations
@@ -10,7 +9,7 @@ import json
 
 import click
 
-from zoo.cli import FORMATS, ZooCommand, _table, cli
+from zoo.cli._common import zoo_command, format_option, image_size as image_size_value, image_size_option, table
 
 WEIGHTS_HELP = ("A published tag (e.g. fashion_mnist), a weights file (.h5) or a `zoo train` run "
                 "directory (default: random weights).")
@@ -18,18 +17,18 @@ SIZE_HELP = ("Square input size in pixels (default: the weights' own, else the p
              "for ImageNet models).")
 
 
-@cli.command("convert", cls=ZooCommand)
+@zoo_command("convert")
 @click.argument("name")
 @click.option("--weights", default=None, help=WEIGHTS_HELP)
-@click.option("--input-size", type=int, default=None, help=SIZE_HELP)
+@image_size_option(SIZE_HELP)
 @click.option("--output", "-o", type=click.Path(), required=True,
               help="The .tflite file to write (written atomically).")
-def convert_command(name, weights, input_size, output):
+def convert_command(name, weights, image_size, input_size_alias, output):
     """Convert model NAME to a Larq Compute Engine flatbuffer (.tflite)."""
     from zoo import deploy
 
     deploy.check_output(output)  # before minutes of work
-    model = deploy.build(name, weights, input_size)
+    model = deploy.build(name, weights, image_size_value(image_size, input_size_alias))
     safe, rewritten = deploy.lce_compatible(model)
     click.echo(f"converting {model.name} at input {tuple(model.input_shape[1:])}"
                f"{f' ({rewritten} zero-padded binary convs rewritten)' if rewritten else ''} ...",
@@ -78,25 +77,25 @@ def benchmark_rows(report):
     return rows
 
 
-@cli.command("benchmark", cls=ZooCommand)
+@zoo_command("benchmark")
 @click.argument("name")
 @click.option("--weights", default=None, help=WEIGHTS_HELP)
-@click.option("--input-size", type=int, default=None, help=SIZE_HELP)
+@image_size_option(SIZE_HELP)
 @click.option("--runs", type=click.IntRange(1), default=20, show_default=True,
               help="Timed single-image inferences per runtime.")
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True,
               help="Interpreter threads.")
 @click.option("--no-float", is_flag=True, help="Skip the float TFLite conversion and its latency.")
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def benchmark_command(name, weights, input_size, runs, threads, no_float, fmt):
+@format_option
+def benchmark_command(name, weights, image_size, input_size_alias, runs, threads, no_float, fmt):
     """Costs of model NAME on paper and converted with LCE: params, MACs, OPs, size, latency."""
     from zoo import deploy
 
-    model = deploy.build(name, weights, input_size)
+    model = deploy.build(name, weights, image_size_value(image_size, input_size_alias))
     click.echo(f"benchmarking {model.name} at input {tuple(model.input_shape[1:])} ...", err=True)
     report = deploy.benchmark(model, runs=runs, num_threads=threads, float_latency=not no_float,
                               name=model.name, weights=weights)
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))
     else:
-        click.echo(_table(benchmark_rows(report), ["quantity", "value"]))
+        click.echo(table(benchmark_rows(report), ["quantity", "value"]))

@@ -1,7 +1,6 @@
 """``zoo download``, ``zoo cache list|clear``, ``zoo publish`` and ``zoo predict``.
 
-Attached to the ``zoo`` click group by ``from zoo import cli_weights`` at the end
-of zoo/cli.py. Data goes to stdout, progress to stderr; a ZooError is one
+Added to the ``zoo`` group by zoo/cli/__init__.py. Data goes to stdout, progress to stderr; a ZooError is one
 ``Error:`` line on stderr and exit status 2 (ZooCommand).
 """
 from __future__ import annotations
@@ -10,7 +9,8 @@ import json
 
 import click
 
-from zoo.cli import FORMATS, ZooCommand, ZooGroup, _table, cli
+from zoo.cli._common import zoo_command, ZooGroup, exit_on_sigterm, format_option, table
+from zoo.settings import EVAL_BATCH_SIZE
 
 
 def _human(size) -> str:
@@ -25,9 +25,9 @@ def _human(size) -> str:
 
 def _specs_for(names):
     """``NAME``, ``NAME.TAG`` or a wildcard over models with weights -> weight specs."""
-    import zoo
+    from zoo import api as zoo
     from zoo.errors import WeightsError
-    from zoo.weights import get_spec, split_tag
+    from zoo.hub.spec import get_spec, split_tag
 
     specs = []
     for item in names:
@@ -50,20 +50,21 @@ def _specs_for(names):
     return specs
 
 
-@cli.command("download", cls=ZooCommand)
+@zoo_command("download")
 @click.argument("names", nargs=-1, required=True, metavar="NAME[.TAG]...")
 @click.option("--files", "which", type=click.Choice(["all", "top", "notop"]), default="all",
               show_default=True, help="Which files of each weight set.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Cache root (default: $ZOO_HOME, else ~/.cache/zoo).")
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@format_option
 def download(names, which, cache_dir, fmt):
     """Fetch and verify published weights (every tag of NAME, or NAME.TAG; wildcards allowed).
 
     Files already present and verified (cache, ZOO_CACHE_PATH, weights/) are not
     downloaded again. ZOO_MIRROR replaces the download URLs; ZOO_OFFLINE=1 only checks.
     """
-    from zoo.weights import fetch
+    from zoo import api  # noqa: F401  (the weight sets attached to their entries)
+    from zoo.hub.cache import fetch
 
     rows = []
     for spec in _specs_for(names):
@@ -77,22 +78,24 @@ def download(names, which, cache_dir, fmt):
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     else:
-        click.echo(_table([(r["weights"], r["file"], r["sha256"][:12], r["path"]) for r in rows],
+        click.echo(table([(r["weights"], r["file"], r["sha256"][:12], r["path"]) for r in rows],
                           ("weights", "file", "sha256", "path")))
 
 
-@cli.group("cache", cls=ZooGroup)
+@click.group("cache", cls=ZooGroup)
 def cache():
     """The weights cache ($ZOO_HOME, else ~/.cache/zoo): list or clear it."""
 
 
-@cache.command("list", cls=ZooCommand)
+@cache.command("list")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Cache root (default: $ZOO_HOME, else ~/.cache/zoo).")
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@format_option
 def cache_list(cache_dir, fmt):
     """Cached weight files, their weight set and whether they verify."""
-    from zoo.weights import cache_root, cached_files, search_path
+    from zoo import api  # noqa: F401  (the records that name the cached files)
+    from zoo.hub.cache import cached_files
+    from zoo.settings import cache_root, cache_search_path as search_path
 
     rows = cached_files(cache_dir)
     if fmt == "json":
@@ -101,19 +104,20 @@ def cache_list(cache_dir, fmt):
                                "files": rows}, indent=2))
         return
     click.echo(f"cache: {cache_root(cache_dir) / 'weights'}", err=True)
-    click.echo(_table([(r["weights"] or "-", r["file"], _human(r["size"]), r["status"]) for r in rows],
+    click.echo(table([(r["weights"] or "-", r["file"], _human(r["size"]), r["status"]) for r in rows],
                       ("weights", "file", "size", "status")))
 
 
-@cache.command("clear", cls=ZooCommand)
+@cache.command("clear")
 @click.argument("model", required=False)
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Cache root (default: $ZOO_HOME, else ~/.cache/zoo).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def cache_clear(model, cache_dir, yes):
     """Delete cached weight files (all, or those of MODEL). Read-only folders are never touched."""
-    import zoo
-    from zoo.weights import cache_root, clear_cache
+    from zoo import api as zoo
+    from zoo.hub.cache import clear_cache
+    from zoo.settings import cache_root
 
     if model is not None:
         model = zoo.get_entry(model).name
@@ -126,7 +130,7 @@ def cache_clear(model, cache_dir, yes):
     click.echo(f"removed {len(removed)} file(s) from {target}", err=True)
 
 
-@cli.command("publish", cls=ZooCommand)
+@zoo_command("publish")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--tag", required=True, help="Tag of the new weight set, e.g. fashion_mnist.")
 @click.option("--release-dir", type=click.Path(file_okay=False), default=None,
@@ -137,14 +141,14 @@ def cache_clear(model, cache_dir, yes):
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None,
               help="Manifest to add the record to (default: $ZOO_MANIFEST, else weights/manifest.json).")
 @click.option("--eval-limit", type=int, default=None, help="Evaluate on the first N test images only.")
-@click.option("--batch-size", type=int, default=250, show_default=True)
+@click.option("--batch-size", type=int, default=EVAL_BATCH_SIZE, show_default=True)
 @click.option("--notes", default=None, help="Free text stored in the record.")
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@format_option
 def publish(run_dir, tag, release_dir, base_url, manifest, eval_limit, batch_size, notes, fmt):
     """Publish a `zoo train` run as weight set MODEL.TAG: top and no-top h5 files named
     with their sha256, test metrics, costs, recipe and versions in the manifest."""
-    from zoo.cli import exit_on_sigterm
-    from zoo.weights import manifest_path, publish as publish_run
+    from zoo.hub.spec import manifest_path
+    from zoo.publish import publish as publish_run
 
     exit_on_sigterm()  # an interrupted publish removes what it wrote
     spec = publish_run(run_dir, tag, release_dir=release_dir, base_url=base_url, manifest=manifest,
@@ -161,7 +165,7 @@ def publish(run_dir, tag, release_dir, base_url, manifest, eval_limit, batch_siz
     click.echo(f"  record added to {manifest_path(manifest)}")
 
 
-@cli.command("predict", cls=ZooCommand)
+@zoo_command("predict")
 @click.argument("name", metavar="NAME[.TAG]")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--weights", default=None,
@@ -169,10 +173,10 @@ def publish(run_dir, tag, release_dir, base_url, manifest, eval_limit, batch_siz
 @click.option("--dataset", default=None,
               help="With a weights file: the dataset it was trained on (default: from config.json).")
 @click.option("--top", type=int, default=5, show_default=True, help="How many classes per image.")
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@format_option
 def predict(name, images, weights, dataset, top, fmt):
     """Classify image files (PNG, JPEG, GIF, BMP): the top classes with probabilities."""
-    from zoo.weights import predict as run_predict
+    from zoo.predict import predict as run_predict
 
     results, source = run_predict(name, images, weights=weights, top=top, dataset=dataset)
     records = [{"image": str(image), "weights": source,

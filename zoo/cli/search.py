@@ -10,10 +10,10 @@ import json
 
 import click
 
-from zoo.cli import FORMATS, _parse_settings, cli
+from zoo.cli._common import zoo_command, format_option, image_size as image_size_value, image_size_option, parse_settings
 
 
-@cli.command()
+@zoo_command()
 @click.argument("method")
 @click.option("--dataset", default="fashion_mnist", show_default=True,
               help="Dataset name (zoo list --kind datasets) or folder:PATH.")
@@ -37,7 +37,7 @@ from zoo.cli import FORMATS, _parse_settings, cli
 @click.option("--eval-limit", type=int, default=None,
               help="Score candidates on only N held-out images.")
 @click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--image-size", type=int, default=None, help="Model input size (default: per dataset).")
+@image_size_option("Model input size (default: per dataset).")
 @click.option("--recalibration-batches", type=int, default=None,
               help="Training batches that re-estimate BN statistics before scoring a candidate.")
 @click.option("--random-baseline", type=int, default=20, show_default=True,
@@ -45,9 +45,9 @@ from zoo.cli import FORMATS, _parse_settings, cli
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Method setting, e.g. --set width=0.25 --set optimizer=adam.")
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@format_option
 def search(method, dataset, supernet_epochs, max_ops, output, population, generations, top_k,
-           mutations, crossovers, mutation_prob, limit, eval_limit, batch_size, image_size,
+           mutations, crossovers, mutation_prob, limit, eval_limit, batch_size, image_size, input_size_alias,
            recalibration_batches, random_baseline, seed, settings, fmt):
     """Train METHOD's supernet, search it under a cost limit, print the best architecture."""
     from zoo.errors import InvalidInputError
@@ -66,9 +66,9 @@ def search(method, dataset, supernet_epochs, max_ops, output, population, genera
         dataset=dataset, output=output, supernet_epochs=supernet_epochs, max_ops=max_ops,
         population=population, generations=generations, top_k=top_k, mutations=mutations,
         crossovers=crossovers, mutation_prob=mutation_prob, batch_size=batch_size,
-        image_size=image_size, limit=limit, eval_limit=eval_limit, seed=seed,
+        image_size=image_size_value(image_size, input_size_alias), limit=limit, eval_limit=eval_limit, seed=seed,
         random_baseline=random_baseline, recalibration_batches=recalibration_batches,
-        extra=_parse_settings(settings))
+        extra=parse_settings(settings))
     result = chosen.run(config)
     if fmt == "json":
         click.echo(json.dumps(result.to_dict(), indent=2))

@@ -1,21 +1,19 @@
 """``zoo pretrain``: self-supervised pre-training (MoCo v2, SimCLR, BYOL, optionally Un-Mix).
 
-Attached to the ``zoo`` click group by ``from zoo import cli_ssl`` at the end of
-zoo/cli.py. ``zoo evaluate NAME --weights DIR --knn --linear-probe`` measures the
+Added to the ``zoo`` group by zoo/cli/__init__.py. ``zoo evaluate NAME --weights DIR --knn --linear-probe`` measures the
 result.
 """
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 
 import click
 
-from zoo.cli import FORMATS, ZooCommand, _parse_settings, cli
+from zoo.cli._common import zoo_command, format_option, image_size as image_size_value, image_size_option, parse_settings, print_ssl_results
 
 
-@cli.command("pretrain", cls=ZooCommand)
+@zoo_command("pretrain")
 @click.argument("name")
 @click.option("--ssl", "method", default="moco", show_default=True,
               help="Self-supervised method (zoo list --kind ssl): moco (MoCo v2), simclr or byol.")
@@ -32,7 +30,7 @@ from zoo.cli import FORMATS, ZooCommand, _parse_settings, cli
 @click.option("--output", type=click.Path(file_okay=False), default=None,
               help="Output directory (default: runs/NAME-METHOD-DATASET-TIME).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--image-size", type=int, default=None, help="Model input size (default: per dataset).")
+@image_size_option("Model input size (default: per dataset).")
 @click.option("--limit", type=int, default=None, help="Use only the first N training images.")
 @click.option("--eval-limit", type=int, default=None, help="Final kNN on the first N test images only.")
 @click.option("--knn-every", type=int, default=1, show_default=True,
@@ -42,9 +40,9 @@ from zoo.cli import FORMATS, ZooCommand, _parse_settings, cli
               help="Method setting, e.g. --set temperature=0.2 --set queue_size=4096 --set bn_splits=8.")
 @click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
               help="Backbone builder argument, e.g. --model-arg filters=32 for binarynet.")
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@format_option
 def pretrain(name, method, unmix, unmix_prob, dataset, epochs, batch_size, learning_rate, optimizer,
-             weight_decay, output, seed, image_size, limit, eval_limit, knn_every, monitor_limit,
+             weight_decay, output, seed, image_size, input_size_alias, limit, eval_limit, knn_every, monitor_limit,
              settings, model_args, fmt):
     """Self-supervised pre-training of model NAME's backbone (include_top=False)."""
     from zoo.ssl.trainer import pretrain as run_pretrain
@@ -53,21 +51,8 @@ def pretrain(name, method, unmix, unmix_prob, dataset, epochs, batch_size, learn
     results = run_pretrain(
         name, ssl=method, unmix=unmix, unmix_prob=unmix_prob, dataset=dataset, epochs=epochs,
         batch_size=batch_size, learning_rate=learning_rate, optimizer=optimizer,
-        weight_decay=weight_decay, output=output, seed=seed, image_size=image_size, limit=limit,
+        weight_decay=weight_decay, output=output, seed=seed, image_size=image_size_value(image_size, input_size_alias), limit=limit,
         eval_limit=eval_limit, knn_every=knn_every, monitor_limit=monitor_limit,
-        method_args=_parse_settings(settings), model_overrides=_parse_settings(model_args, "--model-arg"),
+        method_args=parse_settings(settings), model_overrides=parse_settings(model_args, "--model-arg"),
         command=command)
     print_ssl_results(results, fmt)
-
-
-def print_ssl_results(results, fmt):
-    if fmt == "json":
-        click.echo(json.dumps(results, indent=2, default=str))
-        return
-    parts = []
-    if "knn_top1" in results:
-        parts.append(f"kNN top-1 {results['knn_top1']:.2f}% (k={results['knn_k']}, t={results['knn_t']})")
-    if "linear_top1" in results:
-        parts.append(f"linear probe top-1 {results['linear_top1']:.2f}%")
-    click.echo("  ".join(parts) + f"  ({results['examples']} test images, "
-               f"{results['train_examples']} train images)")

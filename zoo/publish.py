@@ -1,0 +1,308 @@
+"""``zoo publish``: a ``zoo train`` run directory becomes a verified weight set.
+
+Writes the hash-named h5 files (binary kernels stored as the values the forward pass
+uses, datasets gzip-compressed), evaluates the top file through its new record on the
+test split, and adds the record to the manifest (and ``results.csv`` beside it).
+"""
+from __future__ import annotations
+
+import csv
+import datetime
+import hashlib
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import h5py
+import numpy as np
+import tensorflow as tf
+from filelock import FileLock, Timeout
+
+from zoo import data as zdata
+from zoo.api import get_entry, load
+from zoo.costs import model_costs
+from zoo.settings import EVAL_BATCH_SIZE
+from zoo.errors import InvalidInputError, WeightsError
+from zoo.hub.cache import log, remove_files, sha256_file
+from zoo.hub.loading import resolve_weights_path
+from zoo.hub.spec import (
+    MANIFEST_SCHEMA, TAG_RE, WeightSpec, manifest_path, read_manifest_json, record_published,
+)
+from zoo.runs import run_config, run_model_overrides, write_json_atomically
+from zoo.training.evaluate import evaluate_model
+
+DEFAULT_URL_TEMPLATE = "https://github.com/bnn-zoo/zoo/releases/download/{model}-{tag}/{file}"
+DEFAULT_LICENSE = "Apache-2.0"
+
+
+def _manifest_lock(path: Path):
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    return FileLock(os.path.join(tempfile.gettempdir(), f"zoo-manifest-{digest}.lock"), timeout=120)
+
+
+def _copy_into_notop(top, notop) -> int:
+    """Copy ``top``'s weights into the headless ``notop``, layer by layer in graph order;
+    every layer of ``notop`` must match (class and weight shapes). Returns the count."""
+    src = [layer for layer in top.layers if layer.weights]
+    dst = [layer for layer in notop.layers if layer.weights]
+    if len(dst) > len(src):
+        raise WeightsError(f"The no-top {notop.name} has more weighted layers than the top model.")
+    for a, b in zip(src, dst):
+        if type(a) is not type(b) or [tuple(w.shape) for w in a.weights] != [tuple(w.shape) for w in b.weights]:
+            raise WeightsError(
+                f"Cannot derive no-top weights: layer {a.name} ({type(a).__name__}) does not match "
+                f"{b.name} ({type(b).__name__}).")
+        b.set_weights(a.get_weights())
+    return len(dst)
+
+
+RESULTS_FIELDS = ("model", "tag", "dataset", "split", "examples", "top1", "top5", "loss",
+                  "params", "binary_params", "ops", "input_shape", "file", "recipe", "date")
+
+
+def write_results_csv(manifest: Optional[os.PathLike] = None) -> Path:
+    """``results.csv`` next to the manifest: one row per weight set evaluated by the zoo
+    (records whose metrics came from `zoo publish`, not from a paper or larq-zoo)."""
+    mpath = manifest_path(manifest)
+    records = read_manifest_json(mpath)["records"]
+    target = mpath.parent / "results.csv"
+    tmp = target.with_name(f".results.{uuid.uuid4().hex[:8]}.csv")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=RESULTS_FIELDS)
+        writer.writeheader()
+        for key, record in sorted(records.items()):
+            metrics = record.get("metrics") or {}
+            if "source" in metrics or "examples" not in metrics:  # reported, not evaluated here
+                continue
+            costs = record.get("costs") or {}
+            writer.writerow({
+                "model": record["model"], "tag": record["tag"], "dataset": metrics.get("dataset"),
+                "split": metrics.get("split"), "examples": metrics.get("examples"),
+                "top1": metrics.get("top1"), "top5": metrics.get("top5"), "loss": metrics.get("loss"),
+                "params": costs.get("params"), "binary_params": costs.get("binary_params"),
+                "ops": costs.get("ops"), "input_shape": "x".join(map(str, record.get("input_shape", []))),
+                "file": record["files"]["top"]["file"],
+                "recipe": (record.get("recipe") or {}).get("name"), "date": record.get("date"),
+            })
+    os.replace(tmp, target)
+    return target
+
+
+def compact_binary_kernels(model) -> int:
+    """Replace latent binary kernels by the values the forward pass uses, so that
+    published files compress to a fraction of their float size.
+
+    A kernel is replaced by ``q = kernel_quantizer(kernel)`` when ``q`` is binary (one
+    magnitude per output channel: ``+-1``, ``sign(w) * mean|w|`` per channel or per
+    layer, XNOR's clipped scale) and the quantizer maps ``q`` onto itself, so the
+    model's outputs are unchanged (to float rounding): larq's sign quantizers, its
+    ``MagnitudeAwareSign``, latent-free (Bop) kernels and function quantizers alike.
+    Only the latent values that training would continue from are dropped; multi-bit
+    and real-valued kernels are left alone. Returns the number of kernels replaced."""
+    replaced, kept = 0, []
+    for layer in model.layers:
+        quantizer = getattr(layer, "kernel_quantizer", None)
+        kernel = getattr(layer, "kernel", None)
+        if quantizer is None or kernel is None:
+            continue
+        values = kernel.numpy()
+        quantized = np.asarray(quantizer(tf.constant(values)), dtype=values.dtype)
+        magnitudes = np.abs(quantized).reshape(-1, values.shape[-1])
+        # q(q) differs from q by the float32 rounding of the per-channel mean, which grows
+        # with the channel's length (3e-5 relative over a 3x3x1024 kernel): tolerate that
+        rtol = max(1e-5, np.finfo(np.float32).eps * magnitudes.shape[0])
+        binary = (  # one magnitude per channel, and the quantizer reproduces its own output
+            np.allclose(magnitudes, magnitudes[:1], rtol=1e-5, atol=1e-7)
+            and np.allclose(np.asarray(quantizer(tf.constant(quantized))), quantized,
+                            rtol=rtol, atol=1e-7))
+        if binary:
+            kernel.assign(quantized)
+            replaced += 1
+        else:
+            kept.append(layer.name)
+    if kept:  # quantized kernels stored at full size: multi-bit ones, or a quantizer to check
+        log(f"{len(kept)} quantized kernel(s) stored as float (not binary, or not reproduced "
+             f"by their quantizer): {', '.join(kept[:8])}{' ...' if len(kept) > 8 else ''}")
+    return replaced
+
+
+def _gzip_h5(source: Path, target: Path) -> None:
+    """Rewrite an h5 file with every dataset gzip-compressed (h5py reads it transparently)."""
+    with h5py.File(source, "r") as src, h5py.File(target, "w") as dst:
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
+
+        def copy(name, obj):
+            if isinstance(obj, h5py.Group):
+                group = dst.require_group(name)
+                for key, value in obj.attrs.items():
+                    group.attrs[key] = value
+            else:
+                data = obj[()]
+                kwargs = dict(compression="gzip", compression_opts=9, shuffle=True) if obj.shape else {}
+                dataset = dst.create_dataset(name, data=data, **kwargs)
+                for key, value in obj.attrs.items():
+                    dataset.attrs[key] = value
+
+        src.visititems(copy)
+
+
+def _save_hashed(model, folder: Path, stem: str,
+                 created: Optional[List[Path]] = None) -> Tuple[Path, str, int]:
+    """Save ``model``'s weights (h5, no optimizer state, gzip-compressed datasets) as
+    ``{stem}-{sha256[:8]}.h5``; a new file is appended to ``created``."""
+    tmp = folder / f".{stem}.{uuid.uuid4().hex[:8]}.h5"
+    raw = folder / f".{stem}.{uuid.uuid4().hex[:8]}.raw.h5"
+    try:
+        model.save_weights(str(raw), save_format="h5")
+        _gzip_h5(raw, tmp)
+        digest = sha256_file(tmp)
+        final = folder / f"{stem}-{digest[:8]}.h5"
+        if final.exists() and sha256_file(final) != digest:
+            raise WeightsError(f"{final} exists with other contents; it is never overwritten.")
+        if not final.exists() and created is not None:
+            created.append(final)
+        os.replace(tmp, final)
+    finally:
+        remove_files(tmp, raw)
+    return final, digest, final.stat().st_size
+
+
+def _remove_unrecorded(paths: List[Path], mpath: Path) -> None:
+    """Undo a failed publish: remove the files it wrote, except those a manifest record
+    names. Files are named by their content's hash, so a concurrent publish of the same
+    weights that won the manifest may have recorded the very file this one wrote."""
+    try:
+        with _manifest_lock(mpath):
+            try:
+                records = read_manifest_json(mpath)["records"].values()
+            except Exception:  # an unreadable manifest names no file
+                records = []
+            recorded = {f.get("file") for r in records for f in r.get("files", {}).values()}
+            remove_files(*(p for p in paths if p.name not in recorded))
+    except Timeout:  # another publish holds the manifest and may name them: leave them
+        pass
+
+
+def _urls(base_url: Optional[str], model: str, tag: str, file: str) -> List[str]:
+    base = base_url or DEFAULT_URL_TEMPLATE
+    if "{file}" in base:
+        return [base.format(model=model, tag=tag, file=file)]
+    return [base.rstrip("/") + "/" + file]
+
+
+def _preprocessing_record(dataset, input_shape) -> Dict[str, Any]:
+    return {
+        "dataset": dataset.name,
+        "native_shape": list(dataset.image_shape),
+        "scale": 255.0,
+        "mean": list(dataset.mean), "std": list(dataset.std),
+        "resize": "shorter_side_center_crop" if dataset.large else (
+            "none" if dataset.image_shape[0] == input_shape[0] else "pad_or_resize"),
+        "crop_pct": 0.875 if dataset.large else None,
+        "interpolation": "bilinear",
+        "channels": int(input_shape[2]),
+    }
+
+
+def publish(
+    run_dir: os.PathLike,
+    tag: str,
+    release_dir: Optional[os.PathLike] = None,
+    base_url: Optional[str] = None,
+    manifest: Optional[os.PathLike] = None,
+    eval_limit: Optional[int] = None,
+    batch_size: int = EVAL_BATCH_SIZE,
+    license: str = DEFAULT_LICENSE,
+    notes: Optional[str] = None,
+) -> WeightSpec:
+    """Turn a ``zoo train`` run directory into a published weight set.
+
+    Writes ``{model}-{tag}-{sha[:8]}.h5`` and ``{model}-{tag}-notop-{sha[:8]}.h5``
+    (weights only) into ``release_dir`` (default: the manifest's folder), evaluates the
+    top file on the dataset's test split through the new record, and adds the record to
+    the manifest (``manifest``, ``$ZOO_MANIFEST`` or weights/manifest.json). An existing
+    ``model.tag`` is never overwritten. Returns the new spec (attached to the registry
+    when ``manifest`` is the attached one).
+    """
+    run = Path(os.path.expanduser(str(run_dir)))
+    weights_path = resolve_weights_path(run)
+    config = run_config(weights_path)
+    if config is None:
+        raise WeightsError(f"{run} has no config.json: publish a run directory written by `zoo train`.")
+    entry = get_entry(config["model"])
+    tag = str(tag).strip().lower()
+    if not TAG_RE.match(tag):
+        raise InvalidInputError(f"Tag {tag!r} must be lowercase letters, digits and '_' (e.g. fashion_mnist).")
+    key = f"{entry.name}.{tag}"
+    mpath = manifest_path(manifest)
+    if key in read_manifest_json(mpath)["records"]:
+        raise WeightsError(f"{key} is already published in {mpath}; a published weight set is never "
+                           f"overwritten: choose a new tag (e.g. {tag}_v2).")
+    folder = Path(os.path.expanduser(str(release_dir))) if release_dir else mpath.parent
+    folder.mkdir(parents=True, exist_ok=True)
+
+    dataset = zdata.get_dataset(config["dataset"])
+    input_shape = tuple(int(d) for d in config["input_shape"])
+    num_classes = int(config.get("num_classes", dataset.num_classes))
+    overrides = run_model_overrides(config, weights_path)
+
+    top = load(entry.name, weights=weights_path, input_shape=input_shape, num_classes=num_classes,
+               **overrides)
+    notop = load(entry.name, include_top=False, input_shape=input_shape, num_classes=num_classes,
+                 **overrides)
+    compact_binary_kernels(top)
+    _copy_into_notop(top, notop)
+    costs = model_costs(top)
+    created: List[Path] = []  # a failed or interrupted publish (SIGTERM too, see zoo.cli)
+    try:  # removes the files it wrote (temporaries: _save_hashed) and writes no record
+        top_path, top_sha, top_size = _save_hashed(top, folder, f"{entry.name}-{tag}", created)
+        notop_path, notop_sha, notop_size = _save_hashed(notop, folder,
+                                                         f"{entry.name}-{tag}-notop", created)
+        del top, notop
+
+        record = {
+            "model": entry.name, "tag": tag, "dataset": dataset.name,
+            "input_shape": list(input_shape), "num_classes": num_classes,
+            "files": {
+                "top": {"file": top_path.name, "sha256": top_sha, "size": top_size,
+                        "urls": _urls(base_url, entry.name, tag, top_path.name)},
+                "notop": {"file": notop_path.name, "sha256": notop_sha, "size": notop_size,
+                          "urls": _urls(base_url, entry.name, tag, notop_path.name)},
+            },
+            "preprocessing": _preprocessing_record(dataset, input_shape),
+            "labels": list(zdata.class_names(dataset)),
+            "model_overrides": overrides,
+            "metrics": {}, "costs": costs,
+            "recipe": config.get("recipe"), "command": config.get("command"),
+            "versions": config.get("versions") or {}, "license": license,
+            "date": datetime.date.today().isoformat(), "source": f"zoo publish {run.name}",
+            "notes": notes,
+        }
+        spec = WeightSpec.from_dict(key, record, str(folder.resolve()))
+        # evaluate what a user gets: the verified top file, through the record, on the test split
+        net = load(entry.name, weights=spec, input_shape=input_shape, num_classes=num_classes,
+                   **overrides)
+        results = evaluate_model(net, dataset, input_shape, batch_size=batch_size, limit=eval_limit)
+        record["metrics"] = {"dataset": dataset.name, "split": dataset.test_split,
+                             "examples": results["examples"], "top1": round(results["top1"], 4),
+                             "top5": round(results["top5"], 4), "loss": round(results["loss"], 6)}
+        with _manifest_lock(mpath):
+            data = read_manifest_json(mpath)
+            if key in data["records"]:
+                raise WeightsError(f"{key} was published in {mpath} meanwhile; it is never "
+                                   f"overwritten.")
+            data["schema"] = MANIFEST_SCHEMA
+            data["records"][key] = record
+            data["records"] = dict(sorted(data["records"].items()))
+            write_json_atomically(mpath, data)  # published from here on
+    except BaseException:
+        _remove_unrecorded(created, mpath)
+        raise
+    write_results_csv(mpath)
+    spec = WeightSpec.from_dict(key, record, str(folder.resolve()))
+    if mpath.resolve() == manifest_path().resolve():
+        record_published(spec)
+    return spec
