@@ -225,3 +225,41 @@ def test_wrapper_scripts_help(processes, script, options):
     assert stdout.startswith(f"Usage: {script}.py [OPTIONS] NAME")
     for option in options:
         assert option in stdout
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "birealnet18", "--limit", "-5"], "'--limit': -5 is not in the range x>=1"),
+    (["train", "birealnet18", "--epochs", "0"], "'--epochs': 0 is not in the range x>=1"),
+    (["evaluate", "birealnet18", "--limit", "0"], "'--limit': 0 is not in the range x>=1"),
+    (["predict", "birealnet18", "--top", "0", "x.png"], "'--top': 0 is not in the range x>=1"),
+    (["convert", "binarynet", "--image-size", "0", "-o", "x.tflite"], "'--image-size': 0"),
+    (["convert", "binarynet", "--input-size", "-3", "-o", "x.tflite"], "'--input-size': -3"),
+])
+def test_counts_and_sizes_must_be_positive(tmp_path, monkeypatch, args, needle):
+    """One `Error:` line naming the option, before anything runs or is written."""
+    monkeypatch.chdir(tmp_path)
+    assert_one_error_line(invoke(cli, *args), needle)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_recorded_command_names_the_model_when_run_as_a_script(monkeypatch):
+    """`python train.py NAME ...` records `zoo train NAME ...`, as `zoo train NAME ...` does."""
+    import click
+    from click.testing import CliRunner
+
+    from zoo.cli._common import command_line
+
+    @click.command()
+    @click.argument("args", nargs=-1)
+    def train(args):
+        click.echo(command_line("train"))
+
+    @click.group()
+    def group():
+        pass
+
+    group.add_command(train)
+    monkeypatch.setattr(sys, "argv", ["train.py", "birealnet18", "--epochs", "1"])
+    assert CliRunner().invoke(train, ["birealnet18"]).output == "zoo train birealnet18 --epochs 1\n"
+    monkeypatch.setattr(sys, "argv", ["zoo", "train", "birealnet18", "--epochs", "1"])
+    assert CliRunner().invoke(group, ["train", "birealnet18"]).output == "zoo train birealnet18 --epochs 1\n"

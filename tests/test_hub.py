@@ -392,9 +392,15 @@ def test_cli_download_cache_list_and_clear(server, payload):
     assert [(f["file"], f["weights"], f["status"]) for f in files] == [
         (payload["name"], f"{MODEL}.test", "verified")]
 
+    folder = Path(rows[0]["path"]).parent
+    foreign = [folder / "notes.txt", folder.parent / "photo.png", folder / "other.h5"]
+    for path in foreign:  # files the zoo never wrote, in the folders it clears
+        path.write_text("not the cache's")
+    partial = folder / f"{payload['name']}.0123456789ab.partial"
+    partial.write_bytes(b"half")
     result = invoke(cli, "cache", "clear", "--yes")
-    assert result.exit_code == 0 and payload["name"] in result.stdout
-    assert cache_files() == []
+    assert result.exit_code == 0 and payload["name"] in result.stdout and str(partial) in result.stdout
+    assert cache_files() == sorted(str(p.relative_to(os.environ["ZOO_HOME"])) for p in foreign)
 
 
 def test_cli_errors_are_one_line_exit_2(server, payload):

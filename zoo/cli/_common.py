@@ -7,16 +7,29 @@ prints one line on stderr and exits with status 2, without a traceback.
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 
 import click
 
 from zoo.errors import InvalidInputError, ZooError
 
 FORMATS = click.Choice(["table", "json"])
+POSITIVE = click.IntRange(min=1)  # counts and sizes: --limit, --epochs, --batch-size, --top, ...
 
 
 class ZooCommand(click.Command):
-    """Turns the zoo's errors into one clear line on stderr (exit status 2)."""
+    """Turns the zoo's errors, and bad option values, into one clear line on stderr (exit
+    status 2)."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as error:
+            if ctx.resilient_parsing:
+                raise
+            error.ctx = None  # one `Error:` line, without the usage block above it
+            raise
 
     def invoke(self, ctx):
         from zoo.settings import ensure_legacy_keras
@@ -48,9 +61,9 @@ def image_size_option(help_text: str):
     """``--image-size N`` (and the hidden old spelling ``--input-size``, kept as an alias)."""
 
     def decorator(function):
-        function = click.option("--input-size", "input_size_alias", type=int, default=None,
+        function = click.option("--input-size", "input_size_alias", type=POSITIVE, default=None,
                                 hidden=True)(function)
-        return click.option("--image-size", type=int, default=None, help=help_text)(function)
+        return click.option("--image-size", type=POSITIVE, default=None, help=help_text)(function)
 
     return decorator
 
@@ -58,6 +71,13 @@ def image_size_option(help_text: str):
 def image_size(image_size, input_size_alias):
     """The value of :func:`image_size_option` (``--image-size`` wins over its alias)."""
     return image_size if image_size is not None else input_size_alias
+
+
+def command_line(command: str) -> str:
+    """``zoo COMMAND ARGS`` as typed, for config.json and the manifest; the same when the
+    command runs as a script (``python train.py NAME ...``: no group before it)."""
+    standalone = click.get_current_context().parent is None
+    return f"zoo {command} " + " ".join(shlex.quote(a) for a in sys.argv[1 if standalone else 2:])
 
 
 def parse_settings(settings, option="--set"):

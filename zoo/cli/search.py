@@ -10,7 +10,7 @@ import json
 
 import click
 
-from zoo.cli._common import zoo_command, format_option, image_size as image_size_value, image_size_option, parse_settings
+from zoo.cli._common import POSITIVE, zoo_command, format_option, image_size as image_size_value, image_size_option, parse_settings
 
 
 @zoo_command()
@@ -33,10 +33,10 @@ from zoo.cli._common import zoo_command, format_option, image_size as image_size
 @click.option("--crossovers", type=int, default=None,
               help="Crossovers per generation (default: 25, or half the population if smaller).")
 @click.option("--mutation-prob", type=float, default=0.1, show_default=True)
-@click.option("--limit", type=int, default=None, help="Use only the first N training images.")
-@click.option("--eval-limit", type=int, default=None,
+@click.option("--limit", type=POSITIVE, default=None, help="Use only the first N training images.")
+@click.option("--eval-limit", type=POSITIVE, default=None,
               help="Score candidates on only N held-out images.")
-@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--batch-size", type=POSITIVE, default=128, show_default=True)
 @image_size_option("Model input size (default: per dataset).")
 @click.option("--recalibration-batches", type=int, default=None,
               help="Training batches that re-estimate BN statistics before scoring a candidate.")

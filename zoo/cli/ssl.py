@@ -5,12 +5,10 @@ result.
 """
 from __future__ import annotations
 
-import shlex
-import sys
 
 import click
 
-from zoo.cli._common import zoo_command, format_option, image_size as image_size_value, image_size_option, parse_settings, print_ssl_results
+from zoo.cli._common import command_line, POSITIVE, zoo_command, format_option, image_size as image_size_value, image_size_option, parse_settings, print_ssl_results
 
 
 @zoo_command("pretrain")
@@ -21,8 +19,8 @@ from zoo.cli._common import zoo_command, format_option, image_size as image_size
 @click.option("--unmix-prob", type=float, default=0.5, show_default=True,
               help="Un-Mix: probability of a global mixup (else a CutMix box) per batch.")
 @click.option("--dataset", default="fashion_mnist", show_default=True)
-@click.option("--epochs", type=int, default=10, show_default=True)
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--epochs", type=POSITIVE, default=10, show_default=True)
+@click.option("--batch-size", type=POSITIVE, default=256, show_default=True)
 @click.option("--lr", "learning_rate", type=float, default=None,
               help="Peak learning rate (default: SGD 0.06 x batch/512, Adam 1e-3); cosine decay.")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
@@ -31,8 +29,8 @@ from zoo.cli._common import zoo_command, format_option, image_size as image_size
               help="Output directory (default: runs/NAME-METHOD-DATASET-TIME).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @image_size_option("Model input size (default: per dataset).")
-@click.option("--limit", type=int, default=None, help="Use only the first N training images.")
-@click.option("--eval-limit", type=int, default=None, help="Final kNN on the first N test images only.")
+@click.option("--limit", type=POSITIVE, default=None, help="Use only the first N training images.")
+@click.option("--eval-limit", type=POSITIVE, default=None, help="Final kNN on the first N test images only.")
 @click.option("--knn-every", type=int, default=1, show_default=True,
               help="kNN monitor every N epochs (0: never) on --monitor-limit test images.")
 @click.option("--monitor-limit", type=int, default=1000, show_default=True)
@@ -47,7 +45,7 @@ def pretrain(name, method, unmix, unmix_prob, dataset, epochs, batch_size, learn
     """Self-supervised pre-training of model NAME's backbone (include_top=False)."""
     from zoo.ssl.trainer import pretrain as run_pretrain
 
-    command = "zoo pretrain " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    command = command_line("pretrain")
     results = run_pretrain(
         name, ssl=method, unmix=unmix, unmix_prob=unmix_prob, dataset=dataset, epochs=epochs,
         batch_size=batch_size, learning_rate=learning_rate, optimizer=optimizer,

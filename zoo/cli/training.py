@@ -1,13 +1,14 @@
 """``zoo train`` and ``zoo evaluate``."""
 from __future__ import annotations
 
-import shlex
 import sys
 
 import click
 
 from zoo.cli._common import (
-    zoo_command, 
+    command_line,
+    POSITIVE,
+    zoo_command,
     format_option, image_size as image_size_value, image_size_option, parse_settings,
     print_results, print_ssl_results,
 )
@@ -19,15 +20,15 @@ from zoo.settings import EVAL_BATCH_SIZE
 @click.option("--dataset", default=None,
               help="Dataset name (zoo list --kind datasets) or folder:PATH (default: fashion_mnist).")
 @click.option("--recipe", default=None, help="Recipe name; default: the model's own.")
-@click.option("--epochs", type=int, default=None, help="Epochs per stage (default: the recipe's).")
-@click.option("--batch-size", type=int, default=None, help="Batch size (default: the recipe's).")
+@click.option("--epochs", type=POSITIVE, default=None, help="Epochs per stage (default: the recipe's).")
+@click.option("--batch-size", type=POSITIVE, default=None, help="Batch size (default: the recipe's).")
 @click.option("--lr", "learning_rate", type=float, default=None, help="Peak learning rate.")
 @click.option("--output", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: runs/NAME-DATASET-TIME).")
 @click.option("--seed", type=int, default=None, help="Random seed (default: 0).")
 @image_size_option("Model input size (default: per dataset).")
-@click.option("--limit", type=int, default=None, help="Use only the first N training images.")
-@click.option("--eval-limit", type=int, default=None, help="Use only the first N test images.")
+@click.option("--limit", type=POSITIVE, default=None, help="Use only the first N training images.")
+@click.option("--eval-limit", type=POSITIVE, default=None, help="Use only the first N test images.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe stage setting, e.g. --set label_smoothing=0.")
 @click.option("--teacher", default=None,
@@ -52,7 +53,7 @@ def train(name, dataset, recipe, epochs, batch_size, learning_rate, output, seed
     """Train model NAME on a dataset with a recipe."""
     from zoo.training.loop import TrainConfig, train as run_training
 
-    command = "zoo train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    command = command_line("train")
     results = run_training(TrainConfig(
         name, dataset=dataset, recipe=recipe, epochs=epochs, batch_size=batch_size,
         learning_rate=learning_rate, output=output, seed=seed,
@@ -70,9 +71,9 @@ def train(name, dataset, recipe, epochs, batch_size, learning_rate, output, seed
 @click.option("--weights", default=None,
               help="A published tag (e.g. fashion_mnist), a weights file (.h5) or a `zoo train` run directory.")
 @click.option("--dataset", default=None, help="Dataset (default: the weights' own, else fashion_mnist).")
-@click.option("--batch-size", type=int, default=EVAL_BATCH_SIZE, show_default=True)
+@click.option("--batch-size", type=POSITIVE, default=EVAL_BATCH_SIZE, show_default=True)
 @image_size_option("Model input size (default: as trained).")
-@click.option("--limit", type=int, default=None, help="Evaluate only the first N test images.")
+@click.option("--limit", type=POSITIVE, default=None, help="Evaluate only the first N test images.")
 @click.option("--linear-probe", is_flag=True,
               help="A `zoo pretrain` backbone (--weights DIR): linear classifier on frozen features.")
 @click.option("--knn", is_flag=True,

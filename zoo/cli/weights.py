@@ -9,7 +9,7 @@ import json
 
 import click
 
-from zoo.cli._common import zoo_command, ZooGroup, exit_on_sigterm, format_option, table
+from zoo.cli._common import POSITIVE, zoo_command, ZooGroup, exit_on_sigterm, format_option, table
 from zoo.settings import EVAL_BATCH_SIZE
 
 
@@ -140,8 +140,8 @@ def cache_clear(model, cache_dir, yes):
                    "(default: this project's GitHub release).")
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None,
               help="Manifest to add the record to (default: $ZOO_MANIFEST, else weights/manifest.json).")
-@click.option("--eval-limit", type=int, default=None, help="Evaluate on the first N test images only.")
-@click.option("--batch-size", type=int, default=EVAL_BATCH_SIZE, show_default=True)
+@click.option("--eval-limit", type=POSITIVE, default=None, help="Evaluate on the first N test images only.")
+@click.option("--batch-size", type=POSITIVE, default=EVAL_BATCH_SIZE, show_default=True)
 @click.option("--notes", default=None, help="Free text stored in the record.")
 @format_option
 def publish(run_dir, tag, release_dir, base_url, manifest, eval_limit, batch_size, notes, fmt):
@@ -172,7 +172,7 @@ def publish(run_dir, tag, release_dir, base_url, manifest, eval_limit, batch_siz
               help="Weight set tag (default: NAME's only one), or an h5 file / run directory.")
 @click.option("--dataset", default=None,
               help="With a weights file: the dataset it was trained on (default: from config.json).")
-@click.option("--top", type=int, default=5, show_default=True, help="How many classes per image.")
+@click.option("--top", type=POSITIVE, default=5, show_default=True, help="How many classes per image.")
 @format_option
 def predict(name, images, weights, dataset, top, fmt):
     """Classify image files (PNG, JPEG, GIF, BMP): the top classes with probabilities."""

@@ -389,18 +389,34 @@ def cached_files(cache_dir: Optional[os.PathLike] = None) -> List[Dict[str, Any]
     return rows
 
 
+def _written_by_the_cache(path: Path, known: set) -> bool:
+    """A weight file of a manifest record, its verification stamp or download lock, or a
+    partial download of one (``FILE.<12 hex>.partial``): the only files ``clear_cache`` deletes."""
+    name = path.name
+    if name.endswith((".verified", ".lock")):
+        name = name.rsplit(".", 1)[0]
+    elif name.endswith(".partial"):
+        name = name[: -len(".partial")].rsplit(".", 1)[0]
+    return name in known
+
+
 def clear_cache(model: Optional[str] = None, cache_dir: Optional[os.PathLike] = None) -> List[str]:
-    """Delete cached weight files (of one model, or all); returns the removed paths."""
+    """Delete cached weight files (of one model, or all); returns the removed paths.
+
+    Only what the cache writes goes: the weight files that manifest records name, their
+    stamps and partial downloads. Anything else in the folder (a file the zoo did not
+    write) is left where it is."""
     base = weights_dir(cache_dir)
     if not base.is_dir():
         return []
+    known = {wf.file for spec in RECORDS.values() for wf in spec.files()}
     folders = [base / model] if model else [p for p in base.iterdir() if p.is_dir()]
     removed = []
     for folder in folders:
         if not folder.is_dir():
             continue
         for path in folder.iterdir():
-            if path.is_file():
+            if path.is_file() and _written_by_the_cache(path, known):
                 path.unlink()
                 if not path.name.endswith(".verified"):
                     removed.append(str(path))
