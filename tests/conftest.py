@@ -112,12 +112,11 @@ def pytest_collection_modifyitems(config, items):
         info = getattr(item, "_fixtureinfo", None)
         if info is None:
             continue
-        session = sorted(name for name, defs in info.name2fixturedefs.items()
-                         if defs and defs[-1].scope == "session" and name in SHARED_SESSION_FIXTURES)
+        session = [name for name in info.name2fixturedefs if name in SHARED_SESSION_FIXTURES]
         shared = [name for name, defs in info.name2fixturedefs.items()
                   if defs and defs[-1].scope == "module"]
-        if session:  # e.g. the trained run that test_publish and test_preprocessing share
-            item.add_marker(pytest.mark.xdist_group(f"session:{session[0]}"))
+        if session:  # the trained run that test_publish and test_preprocessing share: one worker
+            item.add_marker(pytest.mark.xdist_group("session-fixtures"))
         elif shared:
             item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}:module-fixtures"))
 
