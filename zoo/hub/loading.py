@@ -189,7 +189,7 @@ def load_weights_file(model, weights) -> None:
             except (OSError, ValueError, KeyError) as error:
                 first_error = error
     message = str(first_error).strip()
-    first_line = message.splitlines()[0] if message else type(first_error).__name__
+    first_line = (message.splitlines()[0] if message else type(first_error).__name__).rstrip(".")
     raise WeightsError(
         f"Cannot load weights from {path} into {model.name}: {first_line}. Check that the "
         f"file is a complete h5 weights file for this model, input shape and number of classes."
