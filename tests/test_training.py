@@ -333,3 +333,17 @@ def test_two_stage_recipe(tmp_path):
     assert [a.shape for a in real] == [a.shape for a in binary]
     assert any(not np.array_equal(a, b) for a, b in zip(real, binary))
     assert all(np.array_equal(a, b) for a, b in zip(binary, final))
+
+
+def test_train_takes_one_config_record(tmp_path):
+    """`train(TrainConfig)` and `train(name, ...)` build the same record; keyword changes
+    apply to a given record; positional ones are refused (they would be ambiguous)."""
+    from zoo.training import TrainConfig
+
+    with pytest.raises(UnknownNameError, match="nosuchmodel"):
+        train(TrainConfig("birealnet18", output=tmp_path / "run"), model="nosuchmodel")
+    with pytest.raises(UnknownNameError, match="nosuchmodel"):
+        train("nosuchmodel", "fashion_mnist", output=tmp_path / "run")
+    with pytest.raises(TypeError, match="keywords only"):
+        train(TrainConfig("birealnet18"), "fashion_mnist")
+    assert not (tmp_path / "run").exists()

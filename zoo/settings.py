@@ -58,13 +58,20 @@ def _expand(text: str) -> Path:
     return Path(os.path.expanduser(text))
 
 
+def _path(name: str) -> Optional[Path]:
+    """A folder or file variable, ``~`` expanded; None when it is not set."""
+    value = _get(name)
+    return _expand(value) if value else None
+
+
 def cache_root(cache_dir: Optional[os.PathLike] = None) -> Path:
     """The writable cache root: the argument, else ``$ZOO_HOME``, else the platform cache
     folder (``$XDG_CACHE_HOME/zoo`` = ``~/.cache/zoo`` on Linux)."""
     if cache_dir is not None:
         return _expand(str(cache_dir))
-    if _get("ZOO_HOME"):
-        return _expand(_get("ZOO_HOME"))
+    home = _path("ZOO_HOME")
+    if home is not None:
+        return home
     if sys.platform == "win32":
         base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~\\AppData\\Local")
         return Path(base) / "zoo" / "Cache"
@@ -80,7 +87,7 @@ def cache_search_path() -> List[Path]:
 
 def manifest_override() -> Optional[Path]:
     """``$ZOO_MANIFEST``, or None."""
-    return _expand(_get("ZOO_MANIFEST")) if _get("ZOO_MANIFEST") else None
+    return _path("ZOO_MANIFEST")
 
 
 def mirrors() -> List[str]:
@@ -97,7 +104,7 @@ def download_timeout() -> float:
 
 def keras_home() -> Path:
     """Keras' cache folder: ``$KERAS_HOME``, else ``~/.keras`` (as ``tf.keras.utils.get_file``)."""
-    return _expand(_get("KERAS_HOME")) if _get("KERAS_HOME") else Path.home() / ".keras"
+    return _path("KERAS_HOME") or Path.home() / ".keras"
 
 
 def keras_cache_roots() -> List[Path]:
@@ -114,7 +121,7 @@ def data_dir() -> Optional[str]:
 
 def manual_dir_root() -> Optional[Path]:
     """``$ZOO_MANUAL_DIR``: manually downloaded dataset files (None: not set)."""
-    return _expand(_get("ZOO_MANUAL_DIR")) if _get("ZOO_MANUAL_DIR") else None
+    return _path("ZOO_MANUAL_DIR")
 
 
 def tf_config() -> str:

@@ -203,9 +203,7 @@ def manifest_path(path: Optional[os.PathLike] = None) -> Path:
     ``weights/manifest.json``."""
     if path is not None:
         return Path(os.path.expanduser(str(path)))
-    if settings.manifest_override() is not None:
-        return settings.manifest_override()
-    return REPO_WEIGHTS_DIR / "manifest.json"
+    return settings.manifest_override() or REPO_WEIGHTS_DIR / "manifest.json"
 
 
 def read_manifest_json(path: Path) -> Dict[str, Any]:

@@ -151,8 +151,10 @@ def train(config=None, /, *args, **kwargs) -> Dict[str, Any]:
     """
     if not isinstance(config, TrainConfig):
         config = TrainConfig(*((config,) if config is not None else ()), *args, **kwargs)
-    elif args or kwargs:
-        config = dataclasses.replace(config, **dict(zip([f.name for f in dataclasses.fields(TrainConfig)][1:], args)), **kwargs)
+    elif args:
+        raise TypeError("train(TrainConfig(...), ...) takes changes as keywords only.")
+    elif kwargs:
+        config = dataclasses.replace(config, **kwargs)
     plan = _plan(config)
     entry, spec, recipe, input_shape, output = (plan.entry, plan.spec, plan.recipe,
                                                 plan.input_shape, plan.output)
