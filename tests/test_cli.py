@@ -111,8 +111,8 @@ def test_evaluate_missing_weights_is_one_line():
 
 
 def test_evaluate_unknown_tag_lists_the_weight_sets():
-    assert_one_error_line(invoke(cli, "evaluate", "birealnet18", "--weights", "imagenet"),
-                          "'imagenet' is neither a file nor a weight set of birealnet18",
+    assert_one_error_line(invoke(cli, "evaluate", "birealnet18", "--weights", "cifar10"),
+                          "'cifar10' is neither a file nor a weight set of birealnet18",
                           "fashion_mnist")
 
 

@@ -20,6 +20,7 @@ LAYERS = [
     ("zoo.augment", "zoo.augment.*"),
     ("zoo.training", "zoo.training.*"),
     ("zoo.ssl", "zoo.ssl.*", "zoo.search", "zoo.search.*", "zoo.deploy", "zoo.publish", "zoo.predict"),
+    ("zoo.imports", "zoo.imports.*"),
     ("zoo.cli", "zoo.cli.*"),
 ]
 MAX_LINES = 600

@@ -297,3 +297,35 @@ def same_conv_output_shape(input_shape, strides: int, filters: int) -> tf.Tensor
     shape = tf.TensorShape(input_shape).as_list()
     spatial = [None if s is None else -(-s // strides) for s in shape[1:3]]
     return tf.TensorShape([shape[0], *spatial, filters])
+
+
+# --- PyTorch's symmetric padding on top of TF's "same" graph ------------------------------
+
+
+@tf.keras.utils.register_keras_serializable(package="zoo")
+class Rotate180(tf.keras.layers.Layer):
+    """Turn NHWC feature maps by 180 degrees (reverse height and width).
+
+    PyTorch pads a 3x3/2 conv by one pixel on every side, so on an even input it reads the
+    padding at the top/left; TF's "same" pads only the bottom/right. A network whose input
+    is turned by 180 degrees and whose kernels are turned too computes, with TF's padding,
+    the turned feature maps of the PyTorch network (stride-1 convs, 2x2 average pools and
+    the global pool are unaffected). The binary convs stay native "same" convs, which LCE
+    converts to its binary kernels; the model turns its input here (and its no-top
+    features back)."""
+
+    def call(self, inputs):
+        return tf.reverse(inputs, axis=[1, 2])
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+PADDINGS = ("same", "symmetric")
+
+
+def check_padding(padding: str) -> str:
+    """``"same"`` (TF's, bottom/right at stride 2) or ``"symmetric"`` (PyTorch's releases)."""
+    if padding not in PADDINGS:
+        raise InvalidInputError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}.")
+    return padding

@@ -6,7 +6,7 @@ Images are prepared exactly as ``zoo evaluate`` feeds the weight set's test spli
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 import os
 from pathlib import Path
 from typing import Any, List, Tuple
@@ -15,7 +15,6 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import data as zdata
-from zoo import settings
 from zoo.errors import InvalidInputError
 from zoo.hub.spec import WeightSpec, get_spec, split_tag
 from zoo.api import MODELS  # the registry, with every model entry and weight set attached
@@ -51,26 +50,19 @@ def _dataset_for(spec: WeightSpec):
     return dataclasses.replace(dataset, **changes)
 
 
-def _imagenet_labels() -> Tuple[str, ...]:
-    """ImageNet class names: Keras' cached class index if present, else tfds' synset ids."""
-    for root in settings.keras_cache_roots():
-        index = root / "models" / "imagenet_class_index.json"
-        if index.is_file():
-            try:
-                data = json.loads(index.read_text())
-                return tuple(data[str(i)][1] for i in range(1000))
-            except (OSError, ValueError, KeyError, IndexError):
-                pass
-    try:
-        import tensorflow_datasets as tfds
+IMAGENET_CLASSES_FILE = Path(__file__).resolve().parent / "imagenet_classes.txt"
 
-        path = Path(tfds.__file__).parent / "datasets" / "imagenet2012" / "labels.txt"
-        labels = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
-        if len(labels) == 1000:
-            return labels
-    except Exception:  # noqa: BLE001 - labels are a convenience
-        pass
-    return tuple(str(i) for i in range(1000))
+
+@functools.lru_cache(maxsize=1)
+def imagenet_labels() -> Tuple[str, ...]:
+    """The 1000 ImageNet class names in the standard (sorted synset) order, shipped with
+    the package (``zoo/imagenet_classes.txt``: each class's first WordNet name)."""
+    labels = tuple(line.strip() for line in IMAGENET_CLASSES_FILE.read_text().splitlines()
+                   if line.strip())
+    if len(labels) != 1000:
+        raise RuntimeError(f"{IMAGENET_CLASSES_FILE} holds {len(labels)} names, not 1000: "
+                           f"reinstall the zoo.")
+    return labels
 
 
 def _labels_for(spec: WeightSpec, dataset) -> Tuple[str, ...]:
@@ -78,7 +70,7 @@ def _labels_for(spec: WeightSpec, dataset) -> Tuple[str, ...]:
         return spec.labels
     label_set = spec.labels if isinstance(spec.labels, str) and spec.labels else dataset.name
     if label_set in ("imagenet2012", "imagenet"):
-        return _imagenet_labels()
+        return imagenet_labels()
     try:
         labels = tuple(zdata.class_names(zdata.get_dataset(label_set)))
     except Exception:  # noqa: BLE001
@@ -100,7 +92,7 @@ def feed_for(name_or_spec) -> Feed:
                 f"{name_or_spec!r} is neither a weight set (model.tag) nor a dataset.") from error
         labels = tuple(zdata.class_names(dataset))
         if dataset.name == "imagenet2012":
-            labels = _imagenet_labels()
+            labels = imagenet_labels()
         return Feed(dataset, zdata.input_shape_for(dataset), labels, dataset.name)
     spec = get_spec(name_or_spec)
     dataset = _dataset_for(spec)
@@ -175,7 +167,7 @@ def decode_predictions(preds, top: int = 5, name_or_spec=None) -> List[List[Tupl
     if name_or_spec is not None:
         labels = feed_for(name_or_spec).labels
     elif preds.shape[1] == 1000:
-        labels = _imagenet_labels()
+        labels = imagenet_labels()
     else:
         labels = tuple(str(i) for i in range(preds.shape[1]))
     if len(labels) != preds.shape[1]:

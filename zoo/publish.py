@@ -42,7 +42,7 @@ def _manifest_lock(path: Path):
     return FileLock(os.path.join(tempfile.gettempdir(), f"zoo-manifest-{digest}.lock"), timeout=120)
 
 
-def _copy_into_notop(top, notop) -> int:
+def copy_into_notop(top, notop) -> int:
     """Copy ``top``'s weights into the headless ``notop``, layer by layer in graph order;
     every layer of ``notop`` must match (class and weight shapes). Returns the count."""
     src = [layer for layer in top.layers if layer.weights]
@@ -149,7 +149,7 @@ def _gzip_h5(source: Path, target: Path) -> None:
         src.visititems(copy)
 
 
-def _save_hashed(model, folder: Path, stem: str,
+def save_hashed(model, folder: Path, stem: str,
                  created: Optional[List[Path]] = None) -> Tuple[Path, str, int]:
     """Save ``model``'s weights (h5, no optimizer state, gzip-compressed datasets) as
     ``{stem}-{sha256[:8]}.h5``; a new file is appended to ``created``."""
@@ -170,7 +170,7 @@ def _save_hashed(model, folder: Path, stem: str,
     return final, digest, final.stat().st_size
 
 
-def _remove_unrecorded(paths: List[Path], mpath: Path) -> None:
+def remove_unrecorded(paths: List[Path], mpath: Path) -> None:
     """Undo a failed publish: remove the files it wrote, except those a manifest record
     names. Files are named by their content's hash, so a concurrent publish of the same
     weights that won the manifest may have recorded the very file this one wrote."""
@@ -184,6 +184,45 @@ def _remove_unrecorded(paths: List[Path], mpath: Path) -> None:
             remove_files(*(p for p in paths if p.name not in recorded))
     except Timeout:  # another publish holds the manifest and may name them: leave them
         pass
+
+
+def file_record(path: Path, sha256: str, size: int, urls: List[str]) -> Dict[str, Any]:
+    return {"file": path.name, "sha256": sha256, "size": size, "urls": list(urls)}
+
+
+def weight_set_record(model: str, tag: str, *, dataset: str, input_shape, num_classes: int,
+                      top: Dict[str, Any], notop: Optional[Dict[str, Any]], preprocessing,
+                      labels, model_overrides, costs, recipe, command, versions, license,
+                      source: str, notes: Optional[str] = None,
+                      metrics: Optional[Dict[str, Any]] = None,
+                      release: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """One manifest record (``zoo publish`` and ``zoo import`` write the same fields)."""
+    record = {
+        "model": model, "tag": tag, "dataset": dataset,
+        "input_shape": list(input_shape), "num_classes": int(num_classes),
+        "files": {"top": top, "notop": notop},
+        "preprocessing": preprocessing, "labels": labels, "model_overrides": model_overrides,
+        "metrics": metrics or {}, "costs": costs, "recipe": recipe, "command": command,
+        "versions": versions, "license": license, "date": datetime.date.today().isoformat(),
+        "source": source, "notes": notes,
+    }
+    if release:
+        record["release"] = release
+    return record
+
+
+def add_record(mpath: Path, key: str, record: Dict[str, Any]) -> None:
+    """Add ``record`` to the manifest ``mpath`` under its lock; an existing key is never
+    overwritten."""
+    with _manifest_lock(mpath):
+        data = read_manifest_json(mpath)
+        if key in data["records"]:
+            raise WeightsError(f"{key} was published in {mpath} meanwhile; a record is never "
+                               f"overwritten.")
+        data["schema"] = MANIFEST_SCHEMA
+        data["records"][key] = record
+        data["records"] = dict(sorted(data["records"].items()))
+        write_json_atomically(mpath, data)
 
 
 def _urls(base_url: Optional[str], model: str, tag: str, file: str) -> List[str]:
@@ -254,33 +293,27 @@ def publish(
     notop = load(entry.name, include_top=False, input_shape=input_shape, num_classes=num_classes,
                  **overrides)
     compact_binary_kernels(top)
-    _copy_into_notop(top, notop)
+    copy_into_notop(top, notop)
     costs = model_costs(top)
     created: List[Path] = []  # a failed or interrupted publish (SIGTERM too, see zoo.cli)
-    try:  # removes the files it wrote (temporaries: _save_hashed) and writes no record
-        top_path, top_sha, top_size = _save_hashed(top, folder, f"{entry.name}-{tag}", created)
-        notop_path, notop_sha, notop_size = _save_hashed(notop, folder,
+    try:  # removes the files it wrote (temporaries: save_hashed) and writes no record
+        top_path, top_sha, top_size = save_hashed(top, folder, f"{entry.name}-{tag}", created)
+        notop_path, notop_sha, notop_size = save_hashed(notop, folder,
                                                          f"{entry.name}-{tag}-notop", created)
         del top, notop
 
-        record = {
-            "model": entry.name, "tag": tag, "dataset": dataset.name,
-            "input_shape": list(input_shape), "num_classes": num_classes,
-            "files": {
-                "top": {"file": top_path.name, "sha256": top_sha, "size": top_size,
-                        "urls": _urls(base_url, entry.name, tag, top_path.name)},
-                "notop": {"file": notop_path.name, "sha256": notop_sha, "size": notop_size,
-                          "urls": _urls(base_url, entry.name, tag, notop_path.name)},
-            },
-            "preprocessing": _preprocessing_record(dataset, input_shape),
-            "labels": list(zdata.class_names(dataset)),
-            "model_overrides": overrides,
-            "metrics": {}, "costs": costs,
-            "recipe": config.get("recipe"), "command": config.get("command"),
-            "versions": config.get("versions") or {}, "license": license,
-            "date": datetime.date.today().isoformat(), "source": f"zoo publish {run.name}",
-            "notes": notes,
-        }
+        record = weight_set_record(
+            entry.name, tag, dataset=dataset.name, input_shape=input_shape,
+            num_classes=num_classes,
+            top=file_record(top_path, top_sha, top_size,
+                            _urls(base_url, entry.name, tag, top_path.name)),
+            notop=file_record(notop_path, notop_sha, notop_size,
+                              _urls(base_url, entry.name, tag, notop_path.name)),
+            preprocessing=_preprocessing_record(dataset, input_shape),
+            labels=list(zdata.class_names(dataset)), model_overrides=overrides, costs=costs,
+            recipe=config.get("recipe"), command=config.get("command"),
+            versions=config.get("versions") or {}, license=license,
+            source=f"zoo publish {run.name}", notes=notes)
         spec = WeightSpec.from_dict(key, record, str(folder.resolve()))
         # evaluate what a user gets: the verified top file, through the record, on the test split
         net = load(entry.name, weights=spec, input_shape=input_shape, num_classes=num_classes,
@@ -289,17 +322,9 @@ def publish(
         record["metrics"] = {"dataset": dataset.name, "split": dataset.test_split,
                              "examples": results["examples"], "top1": round(results["top1"], 4),
                              "top5": round(results["top5"], 4), "loss": round(results["loss"], 6)}
-        with _manifest_lock(mpath):
-            data = read_manifest_json(mpath)
-            if key in data["records"]:
-                raise WeightsError(f"{key} was published in {mpath} meanwhile; it is never "
-                                   f"overwritten.")
-            data["schema"] = MANIFEST_SCHEMA
-            data["records"][key] = record
-            data["records"] = dict(sorted(data["records"].items()))
-            write_json_atomically(mpath, data)  # published from here on
+        add_record(mpath, key, record)  # published from here on
     except BaseException:
-        _remove_unrecorded(created, mpath)
+        remove_unrecorded(created, mpath)
         raise
     write_results_csv(mpath)
     spec = WeightSpec.from_dict(key, record, str(folder.resolve()))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from zoo.cli import catalog, deploy, search, ssl, training, weights
+from zoo.cli import catalog, deploy, imports, search, ssl, training, weights
 from zoo.cli._common import ZooGroup
 
 
@@ -19,7 +19,8 @@ def cli():
 
 
 for command in (catalog.list_command, catalog.info, training.train, training.evaluate,
-                weights.download, weights.cache, weights.publish, weights.predict, search.search,
+                weights.download, weights.cache, weights.publish, imports.import_command,
+                weights.predict, search.search,
                 deploy.convert_command, deploy.benchmark_command, ssl.pretrain):
     cli.add_command(command)
 

@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional
 
 from zoo.errors import InvalidInputError, WeightsError
 from zoo.hub.cache import PROVENANCE, fetch, fetch_file, log, remove_files, stamp_path, verify_file
+from zoo.hub.releases import not_imported_error
 from zoo.hub.spec import RECORDS, WeightSpec, get_spec, is_tag, split_tag, thaw
 from zoo.registry import MODELS
 
@@ -86,6 +87,9 @@ def resolve(entry, weights, include_top: bool = True) -> Resolved:
         text = urllib.parse.unquote(urllib.parse.urlparse(text).path)
     path = Path(os.path.expanduser(text))
     if not path.exists() and os.sep not in text and "/" not in text and not path.suffix:
+        pending = not_imported_error(entry.name, text.strip().lower())
+        if pending is not None:
+            raise pending
         available = sorted(entry.weights)
         raise WeightsError(
             f"{weights!r} is neither a weight set of {entry.name} "

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from zoo import settings
 from zoo.errors import WeightsError
+from zoo.hub.releases import imported_manifest_path
 from zoo.registry import MODELS
 
 MANIFEST_SCHEMA = 1
@@ -118,6 +119,8 @@ class WeightSpec:
     date: Optional[str] = None
     source: Optional[str] = None
     notes: Optional[str] = None
+    # an imported release: {"url", "file", "sha256", "size", "source", "layout", ...}
+    release: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     # the folder of the manifest this record was read from (searched read-only)
     origin: Optional[str] = dataclasses.field(default=None, compare=False)
 
@@ -144,7 +147,7 @@ class WeightSpec:
         return hash((self.key, self.top.sha256))
 
     def to_dict(self) -> Dict[str, Any]:
-        return {
+        record = {
             "model": self.model, "tag": self.tag, "dataset": self.dataset,
             "input_shape": list(self.input_shape), "num_classes": self.num_classes,
             "files": {"top": self.top.to_dict(),
@@ -157,6 +160,9 @@ class WeightSpec:
             "versions": thaw(self.versions), "license": self.license, "date": self.date,
             "source": self.source, "notes": self.notes,
         }
+        if self.release:
+            record["release"] = thaw(self.release)
+        return record
 
     @classmethod
     def from_dict(cls, key: str, record: Mapping, origin: Optional[str] = None) -> "WeightSpec":
@@ -193,7 +199,7 @@ class WeightSpec:
             recipe=freeze(record.get("recipe")), command=record.get("command"),
             versions=freeze(record.get("versions") or {}), license=record.get("license"),
             date=record.get("date"), source=record.get("source"), notes=record.get("notes"),
-            origin=origin,
+            release=freeze(record.get("release") or {}), origin=origin,
         )
 
 
@@ -253,6 +259,8 @@ def attach_manifest(path: Optional[os.PathLike] = None, strict: bool = True) -> 
 
         warnings.warn(f"zoo: no published weights attached: {error}", stacklevel=2)
         records = {}
+    if path is None:  # the sets `zoo import` made, beside the published ones
+        records = {**_imported_records(strict), **records}
     for (name, tag), spec in list(_ATTACHED.items()):
         if name in MODELS and MODELS.get(name).weights.get(tag) is spec:
             del MODELS.get(name).weights[tag]
@@ -265,6 +273,20 @@ def attach_manifest(path: Optional[os.PathLike] = None, strict: bool = True) -> 
             entry.weights[spec.tag] = spec
             _ATTACHED[(entry.name, spec.tag)] = spec
     return len(_ATTACHED)
+
+
+def _imported_records(strict: bool) -> Dict[str, WeightSpec]:
+    """The records of ``$ZOO_HOME/imported/manifest.json`` (``zoo import``)."""
+    path = imported_manifest_path()
+    try:
+        return read_manifest(path) if path.is_file() else {}
+    except WeightsError as error:
+        if strict:
+            raise
+        import warnings
+
+        warnings.warn(f"zoo: imported weights not attached: {error}", stacklevel=3)
+        return {}
 
 
 def _entry(entry_or_name):

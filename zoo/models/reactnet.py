@@ -24,6 +24,12 @@ still binary (RSign) activations: step 1 of ReActNet's two-step recipe
 (``reactnet_two_step``). The weight tensors are the same, in the same order,
 so step 1 initialises step 2 one to one (the official MobileNet code silently
 does not, see the seed notes on its ``strict=False`` load).
+
+``padding="symmetric"`` computes what the released PyTorch networks compute (one pixel
+of padding on every side of a strided 3x3 conv, three around the 7x7 stem), through
+TF's "same" convs on the input turned by 180 degrees (:class:`zoo.layers.Rotate180`;
+the imported kernels are turned too), so LCE still converts every binary conv natively.
+``width_multiplier`` scales every width (1.0: the paper's; smaller for tests).
 """
 from __future__ import annotations
 
@@ -111,6 +117,17 @@ def _mobilenet_block(x, filters, strides, doubling, b: _Builder, name):
     return zl.RPReLU(name=f"{name}_rprelu2")(z)
 
 
+def _scaled(width: int, width_multiplier: float) -> int:
+    if not isinstance(width_multiplier, (int, float)) or not 0 < width_multiplier <= 1:
+        raise ValueError(f"width_multiplier must be in (0, 1], got {width_multiplier!r}.")
+    return max(1, int(round(width * width_multiplier)))
+
+
+def _turn(x, padding: str, name: str):
+    """Turn the maps by 180 degrees for ``padding="symmetric"`` (see the module doc)."""
+    return zl.Rotate180(name=name)(x) if zl.check_padding(padding) == "symmetric" else x
+
+
 def _reactnet_mobilenet(
     variant: str,
     *,
@@ -123,18 +140,24 @@ def _reactnet_mobilenet(
     bn_momentum=zl.BN_MOMENTUM,  # official PyTorch code: BN momentum 0.1 (= Keras 0.9), eps 1e-5
     bn_epsilon=zl.BN_EPSILON,
     kernel_initializer="glorot_normal",
+    padding="same",
+    width_multiplier=1.0,
 ):
     b = _Builder(binary_weights, bn_momentum, bn_epsilon, kernel_initializer)
     inputs = zl.image_input(input_shape, input_tensor)
+    widths = [_scaled(w, width_multiplier) for w in WIDTHS]
     # stem: real-valued 3x3/2 conv -> BN, no activation (official `firstconv3x3`)
-    x = b.real_conv(inputs, WIDTHS[0], 3, strides=2, name="stem_conv")
+    x = b.real_conv(_turn(inputs, padding, "turn_input"), widths[0], 3, strides=2, name="stem_conv")
     for index in range(1, len(WIDTHS)):
         previous, filters = WIDTHS[index - 1], WIDTHS[index]
         # official rule: stride 2 where the width changes, except the first block (32 -> 64)
         strides = 2 if filters != previous and filters != 64 else 1
-        x = _mobilenet_block(x, filters, strides, DOUBLING_CONVS[variant], b, name=f"block{index}")
+        x = _mobilenet_block(x, widths[index], strides, DOUBLING_CONVS[variant], b,
+                             name=f"block{index}")
     if include_top:
         x = zl.classifier_head(x, num_classes)
+    else:
+        x = _turn(x, padding, "turn_features")
     return zl.finish_model(inputs, x, f"reactnet_{variant}", weights, input_tensor)
 
 
@@ -184,15 +207,18 @@ def reactnet18(
     bn_momentum=zl.BN_MOMENTUM,
     bn_epsilon=zl.BN_EPSILON,
     kernel_initializer="glorot_normal",
+    padding="same",
+    width_multiplier=1.0,
 ):
     """ReAct-ResNet-18: Bi-Real Net-18 with RSign before and RPReLU after every binary conv."""
     b = _Builder(binary_weights, bn_momentum, bn_epsilon, kernel_initializer)
     inputs = zl.image_input(input_shape, input_tensor)
     # stem as Bi-Real-18: real 7x7/2 conv -> BN -> 3x3/2 max-pool, no activation
-    x = b.real_conv(inputs, 64, 7, strides=2, name="stem_conv")
+    x = b.real_conv(_turn(inputs, padding, "turn_input"), _scaled(64, width_multiplier), 7,
+                    strides=2, name="stem_conv")
     x = tf.keras.layers.MaxPool2D(3, strides=2, padding="same", name="stem_pool")(x)
     for stage, blocks in enumerate(RESNET18_REPEATS):
-        filters = 64 * 2**stage
+        filters = _scaled(64 * 2**stage, width_multiplier)
         for block in range(blocks):
             name = f"stage{stage + 1}_block{block + 1}"
             strides = 2 if stage > 0 and block == 0 else 1
@@ -208,4 +234,6 @@ def reactnet18(
             x = zl.RPReLU(name=f"{name}_rprelu")(y)
     if include_top:
         x = zl.classifier_head(x, num_classes)
+    else:
+        x = _turn(x, padding, "turn_features")
     return zl.finish_model(inputs, x, "reactnet18", weights, input_tensor)

@@ -320,16 +320,22 @@ def _stem_bn_act(x, bn_affine, binary):
 def build_spos(arch: str = DEFAULT_ARCH, *, width: Optional[float] = None, binary: bool = False,
                bn_affine: bool = True, dropout: float = DROPOUT, include_top: bool = True,
                weights=None, input_shape=None, input_tensor=None, num_classes: int = 1000,
-               name: Optional[str] = None):
-    """The stand-alone network of one architecture string (see the module doc)."""
+               name: Optional[str] = None, padding: str = "same"):
+    """The stand-alone network of one architecture string (see the module doc).
+    ``padding="symmetric"``: PyTorch's padding of the released network, through TF's
+    "same" convs on the input turned by 180 degrees (:class:`zoo.layers.Rotate180`)."""
     blocks, scales, arch_width = parse_arch(arch)
     width = _arch.resolve_width(arch, arch_width, width)
     stem, _, last = widths(width)
     inputs = zl.image_input(input_shape, input_tensor)
-    x = _stem_bn_act(_stem(inputs, stem), bn_affine, binary)
+    turn = zl.check_padding(padding) == "symmetric"
+    x = zl.Rotate180(name="turn_input")(inputs) if turn else inputs
+    x = _stem_bn_act(_stem(x, stem), bn_affine, binary)
     for spec, block, scale in zip(layer_specs(width, len(blocks)), blocks, scales):
         x = standalone_block(x, spec, block, scale, binary, bn_affine)
     outputs = _tail(x, last, binary, bn_affine, include_top, num_classes, dropout)
+    if turn and not include_top:
+        outputs = zl.Rotate180(name="turn_features")(outputs)
     return zl.finish_model(inputs, outputs, name or ("spos_binary" if binary else "spos"),
                            weights, input_tensor)
 
@@ -571,11 +577,11 @@ _COMMON = dict(paper=SPOS, family="spos", input_size=(224, 224, 3), min_input_si
                 **_COMMON)
 def spos(*, include_top=True, weights=None, input_shape=None, input_tensor=None,
          num_classes=1000, arch: str = DEFAULT_ARCH, width: Optional[float] = None,
-         dropout: float = DROPOUT, bn_affine: bool = True):
+         dropout: float = DROPOUT, bn_affine: bool = True, padding: str = "same"):
     """SPOS searched network (ShuffleNetV2 choice blocks), built from an architecture string."""
     return build_spos(arch, width=width, binary=False, bn_affine=bn_affine, dropout=dropout,
                       include_top=include_top, weights=weights, input_shape=input_shape,
-                      input_tensor=input_tensor, num_classes=num_classes)
+                      input_tensor=input_tensor, num_classes=num_classes, padding=padding)
 
 
 @register_model("spos_supernet", binary=False, default_recipe="resnet_adam", extra={"supernet": True},
