@@ -18,7 +18,7 @@ import zoo
 from zoo import publish as zpublish
 from zoo.cli import cli
 from zoo.errors import WeightsError
-from zoo.hub import cache as zcache
+from zoo.hub import cache as zcache, packed
 
 pytestmark = pytest.mark.usefixtures("isolated_weights")
 
@@ -29,14 +29,19 @@ def _sha(path) -> str:
 
 def test_publish_writes_hashed_files_and_a_complete_record(published, run_dir, monkeypatch):
     spec, release, manifest = published
-    top, notop = release / spec.top.file, release / spec.notop.file
+    top = release / spec.top.file
     assert re.fullmatch(rf"{MODEL}-fmnist_test-[0-9a-f]{{8}}\.h5", top.name)
-    assert re.fullmatch(rf"{MODEL}-fmnist_test-notop-[0-9a-f]{{8}}\.h5", notop.name)
-    for path, wf in ((top, spec.top), (notop, spec.notop)):
-        assert _sha(path) == wf.sha256 and wf.file.endswith(f"-{wf.sha256[:8]}.h5")
-        assert path.stat().st_size == wf.size
-        assert wf.urls == (f"https://github.com/bnn-zoo/zoo/releases/download/"
-                           f"{MODEL}-fmnist_test/{wf.file}",)
+    assert spec.notop is None and spec.files() == [spec.top]  # one file: the body loads from it
+    assert sorted(p.name for p in release.glob("*.h5")) == [top.name]
+    assert _sha(top) == spec.top.sha256 and spec.top.file.endswith(f"-{spec.top.sha256[:8]}.h5")
+    assert top.stat().st_size == spec.top.size
+    assert spec.top.urls == (f"https://github.com/bnn-zoo/zoo/releases/download/"
+                             f"{MODEL}-fmnist_test/{spec.top.file}",)
+    # packed: Bi-Real-18's 10.99M binary weights at 1 bit, a scale per output channel
+    stats = packed.summary(top)
+    assert packed.is_packed(top) and stats["binary_weights"] == 10985472
+    assert 1.0 < stats["bits_per_binary_weight"] < 1.02
+    assert top.stat().st_size < 1.05 * (stats["binary_weights"] / 8 + 4 * stats["real_params"])
     record = json.loads(manifest.read_text())["records"][f"{MODEL}.fmnist_test"]
     for field in ("model", "tag", "dataset", "input_shape", "num_classes", "files", "preprocessing",
                   "labels", "metrics", "costs", "recipe", "command", "versions", "license", "date"):

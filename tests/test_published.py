@@ -42,3 +42,30 @@ def test_published_weights_reproduce_results_csv(row, monkeypatch):
     assert results["top1"] == pytest.approx(float(row["top1"]), abs=0.1)
     assert results["top5"] == pytest.approx(float(row["top5"]), abs=0.1)
     assert zoo.load(f"{row['model']}.{row['tag']}").count_params() == int(row["params"])
+
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "fashion_mnist_argmax.npz"
+
+
+@pytest.mark.slow
+def test_published_sets_predict_the_recorded_classes(monkeypatch):
+    """The class predicted for each of the 10,000 test images by three sets equals the one
+    recorded with their first files (scripts/record_argmax_fixture.py): whatever file the
+    manifest names now (Keras h5 or packed), it predicts what was published."""
+    import numpy as np
+
+    from zoo import data as zdata
+
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    recorded = np.load(FIXTURE)
+    keys = [k for k in recorded.files if not k.endswith(".sha256")]
+    assert len(keys) == 3
+    for key in keys:
+        spec = get_spec(key)
+        net = zoo.load(key)
+        images = zdata.make_dataset(zdata.get_dataset(spec.dataset), "test",
+                                    tuple(spec.input_shape), 500, training=False)
+        classes = np.argmax(net.predict(images, verbose=0), axis=-1)
+        assert classes.shape == recorded[key].shape == (10000,)
+        mismatches = int(np.sum(classes != recorded[key]))
+        assert mismatches == 0, f"{key} ({spec.top.file}): {mismatches} of 10000 classes changed"

@@ -1,8 +1,9 @@
 """``zoo publish``: a ``zoo train`` run directory becomes a verified weight set.
 
-Writes the hash-named h5 files (binary kernels stored as the values the forward pass
-uses, datasets gzip-compressed), evaluates the top file through its new record on the
-test split, and adds the record to the manifest (and ``results.csv`` beside it).
+Writes one hash-named packed h5 file (:mod:`zoo.hub.packed`: binary kernels as the values
+the forward pass uses, at one bit per weight plus a scale per output channel; the body of
+the same file loads with ``include_top=False``), evaluates it through its new record on
+the test split, and adds the record to the manifest (and ``results.csv`` beside it).
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-import h5py
 import numpy as np
 import tensorflow as tf
 from filelock import FileLock, Timeout
@@ -27,6 +27,7 @@ from zoo.settings import EVAL_BATCH_SIZE
 from zoo.errors import InvalidInputError, WeightsError
 from zoo.hub.cache import log, remove_files, sha256_file
 from zoo.hub.loading import resolve_weights_path
+from zoo.hub.packed import save_packed
 from zoo.hub.spec import (
     MANIFEST_SCHEMA, TAG_RE, WeightSpec, manifest_path, read_manifest_json, record_published,
 )
@@ -40,22 +41,6 @@ DEFAULT_LICENSE = "Apache-2.0"
 def _manifest_lock(path: Path):
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
     return FileLock(os.path.join(tempfile.gettempdir(), f"zoo-manifest-{digest}.lock"), timeout=120)
-
-
-def copy_into_notop(top, notop) -> int:
-    """Copy ``top``'s weights into the headless ``notop``, layer by layer in graph order;
-    every layer of ``notop`` must match (class and weight shapes). Returns the count."""
-    src = [layer for layer in top.layers if layer.weights]
-    dst = [layer for layer in notop.layers if layer.weights]
-    if len(dst) > len(src):
-        raise WeightsError(f"The no-top {notop.name} has more weighted layers than the top model.")
-    for a, b in zip(src, dst):
-        if type(a) is not type(b) or [tuple(w.shape) for w in a.weights] != [tuple(w.shape) for w in b.weights]:
-            raise WeightsError(
-                f"Cannot derive no-top weights: layer {a.name} ({type(a).__name__}) does not match "
-                f"{b.name} ({type(b).__name__}).")
-        b.set_weights(a.get_weights())
-    return len(dst)
 
 
 RESULTS_FIELDS = ("model", "tag", "dataset", "split", "examples", "top1", "top5", "loss",
@@ -128,36 +113,14 @@ def compact_binary_kernels(model) -> int:
     return replaced
 
 
-def _gzip_h5(source: Path, target: Path) -> None:
-    """Rewrite an h5 file with every dataset gzip-compressed (h5py reads it transparently)."""
-    with h5py.File(source, "r") as src, h5py.File(target, "w") as dst:
-        for key, value in src.attrs.items():
-            dst.attrs[key] = value
-
-        def copy(name, obj):
-            if isinstance(obj, h5py.Group):
-                group = dst.require_group(name)
-                for key, value in obj.attrs.items():
-                    group.attrs[key] = value
-            else:
-                data = obj[()]
-                kwargs = dict(compression="gzip", compression_opts=9, shuffle=True) if obj.shape else {}
-                dataset = dst.create_dataset(name, data=data, **kwargs)
-                for key, value in obj.attrs.items():
-                    dataset.attrs[key] = value
-
-        src.visititems(copy)
-
-
 def save_hashed(model, folder: Path, stem: str,
-                 created: Optional[List[Path]] = None) -> Tuple[Path, str, int]:
-    """Save ``model``'s weights (h5, no optimizer state, gzip-compressed datasets) as
-    ``{stem}-{sha256[:8]}.h5``; a new file is appended to ``created``."""
+                created: Optional[List[Path]] = None) -> Tuple[Path, str, int]:
+    """Save ``model``'s weights as a packed h5 file (:func:`zoo.hub.packed.save_packed`)
+    named ``{stem}-{sha256[:8]}.h5``; returns (path, sha256, size). A new file is appended
+    to ``created``; an existing file of that name is kept (same bytes) or refused."""
     tmp = folder / f".{stem}.{uuid.uuid4().hex[:8]}.h5"
-    raw = folder / f".{stem}.{uuid.uuid4().hex[:8]}.raw.h5"
     try:
-        model.save_weights(str(raw), save_format="h5")
-        _gzip_h5(raw, tmp)
+        save_packed(model, tmp)
         digest = sha256_file(tmp)
         final = folder / f"{stem}-{digest[:8]}.h5"
         if final.exists() and sha256_file(final) != digest:
@@ -166,7 +129,7 @@ def save_hashed(model, folder: Path, stem: str,
             created.append(final)
         os.replace(tmp, final)
     finally:
-        remove_files(tmp, raw)
+        remove_files(tmp)
     return final, digest, final.stat().st_size
 
 
@@ -180,7 +143,8 @@ def remove_unrecorded(paths: List[Path], mpath: Path) -> None:
                 records = read_manifest_json(mpath)["records"].values()
             except Exception:  # an unreadable manifest names no file
                 records = []
-            recorded = {f.get("file") for r in records for f in r.get("files", {}).values()}
+            recorded = {f.get("file") for r in records
+                        for f in (r.get("files") or {}).values() if f}
             remove_files(*(p for p in paths if p.name not in recorded))
     except Timeout:  # another publish holds the manifest and may name them: leave them
         pass
@@ -259,9 +223,9 @@ def publish(
 ) -> WeightSpec:
     """Turn a ``zoo train`` run directory into a published weight set.
 
-    Writes ``{model}-{tag}-{sha[:8]}.h5`` and ``{model}-{tag}-notop-{sha[:8]}.h5``
-    (weights only) into ``release_dir`` (default: the manifest's folder), evaluates the
-    top file on the dataset's test split through the new record, and adds the record to
+    Writes ``{model}-{tag}-{sha[:8]}.h5`` (packed weights; ``include_top=False`` loads its
+    body) into ``release_dir`` (default: the manifest's folder), evaluates it on the
+    dataset's test split through the new record, and adds the record to
     the manifest (``manifest``, ``$ZOO_MANIFEST`` or weights/manifest.json). An existing
     ``model.tag`` is never overwritten. Returns the new spec (attached to the registry
     when ``manifest`` is the attached one).
@@ -290,25 +254,19 @@ def publish(
 
     top = load(entry.name, weights=weights_path, input_shape=input_shape, num_classes=num_classes,
                **overrides)
-    notop = load(entry.name, include_top=False, input_shape=input_shape, num_classes=num_classes,
-                 **overrides)
     compact_binary_kernels(top)
-    copy_into_notop(top, notop)
     costs = model_costs(top)
     created: List[Path] = []  # a failed or interrupted publish (SIGTERM too, see zoo.cli)
     try:  # removes the files it wrote (temporaries: save_hashed) and writes no record
         top_path, top_sha, top_size = save_hashed(top, folder, f"{entry.name}-{tag}", created)
-        notop_path, notop_sha, notop_size = save_hashed(notop, folder,
-                                                         f"{entry.name}-{tag}-notop", created)
-        del top, notop
+        del top
 
         record = weight_set_record(
             entry.name, tag, dataset=dataset.name, input_shape=input_shape,
             num_classes=num_classes,
             top=file_record(top_path, top_sha, top_size,
                             _urls(base_url, entry.name, tag, top_path.name)),
-            notop=file_record(notop_path, notop_sha, notop_size,
-                              _urls(base_url, entry.name, tag, notop_path.name)),
+            notop=None,  # the body of the packed top file
             preprocessing=_preprocessing_record(dataset, input_shape),
             labels=list(zdata.class_names(dataset)), model_overrides=overrides, costs=costs,
             recipe=config.get("recipe"), command=config.get("command"),

@@ -1,5 +1,9 @@
 """Resolving ``weights=`` once, and loading h5 weight files into a built model.
 
+Two h5 layouts load: the packed format (:mod:`zoo.hub.packed`, one file per weight set,
+``include_top=False`` takes its body) and Keras's own h5 weights files (larq-zoo's
+ImageNet files, sets published before the packed format, a user's ``save_weights``).
+
 ``zoo.load`` calls :func:`resolve` once (a tag becomes a :class:`WeightSpec`, a path a
 path), builds the model with the shapes and builder arguments the weights need
 (:meth:`Resolved.shapes`, :attr:`Resolved.model_overrides`), then :func:`load_into`
@@ -14,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from zoo.errors import InvalidInputError, WeightsError
+from zoo.hub import packed
 from zoo.hub.cache import PROVENANCE, fetch, fetch_file, log, remove_files, stamp_path, verify_file
 from zoo.hub.releases import not_imported_error
 from zoo.hub.spec import RECORDS, WeightSpec, get_spec, is_tag, split_tag, thaw
@@ -101,9 +106,9 @@ def resolve(entry, weights, include_top: bool = True) -> Resolved:
 def load_into(model, resolved: Resolved) -> None:
     """Load what ``resolved`` names into ``model`` (a weight set: fetched and verified first)."""
     if resolved.spec is not None:
-        load_weights_file(model, fetch(resolved.spec, resolved.include_top))
+        load_weights_file(model, fetch(resolved.spec, resolved.include_top), resolved.include_top)
     elif resolved.path is not None:
-        load_weights_file(model, resolved.path)
+        load_weights_file(model, resolved.path, resolved.include_top)
 
 
 def resolve_weights_path(weights, entry=None) -> Path:
@@ -155,23 +160,27 @@ def _is_hdf5(path: Path) -> bool:
     return False
 
 
-def _load_h5(model, path: Path) -> None:
+def _load_h5(model, path: Path, include_top: bool = True) -> None:
     if not _is_hdf5(path):
         raise WeightsError(
             f"{path} is not an HDF5 (.h5) weights file: the zoo loads weights from h5 only "
             f"(never pickle); save them with model.save_weights('weights.h5').")
-    model.load_weights(str(path))
+    if packed.is_packed(path):
+        packed.load_packed(model, path, include_top)
+    else:
+        model.load_weights(str(path))
 
 
-def load_weights_file(model, weights) -> None:
-    """Load an h5 weights file (or a run directory's weights.h5) into ``model``.
+def load_weights_file(model, weights, include_top: bool = True) -> None:
+    """Load an h5 weights file (or a run directory's weights.h5) into ``model``; a packed
+    file loads into a model built with ``include_top=False`` too (its body).
 
     A file the zoo fetched from a weight set is re-hashed in full when loading fails: a
     damaged cached copy is deleted and downloaded again once; a good one means the
     model does not match the weights (input shape, classes, overrides)."""
     path = resolve_weights_path(weights)
     try:
-        _load_h5(model, path)
+        _load_h5(model, path, include_top)
         return
     except (OSError, ValueError, KeyError) as error:
         first_error = error
@@ -188,7 +197,7 @@ def load_weights_file(model, weights) -> None:
             tag = next((s.tag for s in RECORDS.values() if wf in s.files()), "")
             fresh = fetch_file(model_name, tag, wf, None, root)
             try:
-                _load_h5(model, fresh)
+                _load_h5(model, fresh, include_top)
                 return
             except (OSError, ValueError, KeyError) as error:
                 first_error = error

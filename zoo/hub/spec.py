@@ -1,8 +1,9 @@
 """Weight-set records: ``WeightFile``, ``WeightSpec``, the manifest and tags.
 
 A *weight set* is one immutable record of ``weights/manifest.json`` (keyed
-``"model.tag"``, e.g. ``birealnet18.fashion_mnist``): a top and a no-top h5
-file (name, full sha256, size, URLs: primary first, then mirrors), the input
+``"model.tag"``, e.g. ``birealnet18.fashion_mnist``): one packed h5 file
+(:mod:`zoo.hub.packed`; older and larq-zoo sets: a Keras h5 top and no-top file),
+each with its name, full sha256, size and URLs (primary first, then mirrors), the input
 shape, preprocessing and class labels it was trained with, its metrics, costs,
 recipe, command, library versions, license and date. ``attach_manifest()``
 (run when ``zoo.api`` is imported) puts each record on its registry entry as
@@ -129,12 +130,10 @@ class WeightSpec:
         return f"{self.model}.{self.tag}"
 
     def file(self, include_top: bool = True) -> WeightFile:
-        if include_top:
+        """The file to load: without the top, the no-top file of a set that has one
+        (Keras h5 sets), else the one file (packed: its body loads without the head)."""
+        if include_top or self.notop is None:
             return self.top
-        if self.notop is None:
-            raise WeightsError(
-                f"Weight set {self.key} has no no-top file: load it with include_top=True and "
-                f"take the features from the model's layers.")
         return self.notop
 
     def files(self) -> List[WeightFile]:

@@ -27,7 +27,7 @@ from zoo.imports.mapping import shapes_of, transfer
 from zoo.imports.torch_checkpoint import read_state_dict
 from zoo.preprocessing import imagenet_labels
 from zoo.publish import (
-    remove_unrecorded, add_record, compact_binary_kernels, copy_into_notop, file_record,
+    remove_unrecorded, add_record, compact_binary_kernels, file_record,
     save_hashed, weight_set_record,
 )
 
@@ -100,9 +100,7 @@ def import_checkpoint(name: str, checkpoint: os.PathLike, tag: Optional[str] = N
     top, overrides, num_classes = build_imported(release, shapes)
     moved = fill(top, release, state)
     log(f"{path.name}: {moved} tensors moved into {entry.name}.")
-    notop, _, _ = build_imported(release, shapes, include_top=False)
     compact_binary_kernels(top)
-    copy_into_notop(top, notop)
     costs = model_costs(top)
 
     folder, mpath = imported_dir(), imported_manifest_path()
@@ -110,12 +108,11 @@ def import_checkpoint(name: str, checkpoint: os.PathLike, tag: Optional[str] = N
     created = []
     try:
         top_file = save_hashed(top, folder, f"{entry.name}-{tag}", created)
-        notop_file = save_hashed(notop, folder, f"{entry.name}-{tag}-notop", created)
         labels = list(imagenet_labels()) if num_classes == 1000 else [str(i) for i in range(num_classes)]
         record = weight_set_record(
             entry.name, tag, dataset="imagenet2012", input_shape=release.input_shape,
             num_classes=num_classes, top=file_record(*top_file, urls=[]),
-            notop=file_record(*notop_file, urls=[]), preprocessing=dict(release.preprocessing),
+            notop=None, preprocessing=dict(release.preprocessing),
             labels=labels, model_overrides=overrides, costs=costs,
             recipe={"name": "release", "description": f"trained by the authors: {release.title}"},
             command=f"zoo import {entry.name} {path.name}"
