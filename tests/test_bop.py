@@ -149,19 +149,25 @@ def test_binarynet_architecture():
     assert [c.filters for c in convs] == [128, 128, 256, 256, 512, 512]
     assert [d.units for d in denses] == [1024, 1024, 10]
     assert len(norms) == 9 and not any(n.scale for n in norms)
-    assert all(c.kernel_size == (3, 3) and c.padding == "same" for c in convs)
+    assert all(c.kernel_size == (3, 3) for c in convs)
+    assert [c.padding for c in convs] == ["valid"] + ["same"] * 5  # the Bop code's first conv
     assert convs[0].input_quantizer is None
     assert all(isinstance(l.input_quantizer, lq.quantizers.SteSign) for l in convs[1:] + denses)
     assert all(isinstance(l.kernel_quantizer, lq.quantizers.SteSign) for l in convs + denses)
     assert all(isinstance(l.kernel_constraint, lq.constraints.WeightClip) for l in convs + denses)
     assert len([l for l in model.layers if isinstance(l, tf.keras.layers.MaxPool2D)]) == 3
+    # the Bop code's first conv 'valid': 32 -> 30 -> 15 -> 7 -> 3, the first dense sees 3x3x512
     flatten = next(l for l in model.layers if isinstance(l, tf.keras.layers.Flatten))
-    assert flatten.output_shape == (None, 4 * 4 * 512)
+    assert flatten.output_shape == (None, 3 * 3 * 512)
+    from zoo.costs import model_costs
+
+    costs = model_costs(model)
+    assert costs["params"] == 10_363_550  # 14,033,566 with a 'same' first conv
+    assert costs["binary_macs"] == 510_961_664  # 511M BOPs (613M 'same')
     features = zoo.load("binarynet", include_top=False, input_shape=(32, 32, 3))
-    assert features.output_shape == (None, 4, 4, 512)
-    # the Bop code's variant: first conv 'valid' (32 -> 30 -> 15 -> 7 -> 3)
-    valid = zoo.load("binarynet", include_top=False, input_shape=(32, 32, 3), first_conv_padding="valid")
-    assert valid.output_shape == (None, 3, 3, 512)
+    assert features.output_shape == (None, 3, 3, 512)
+    same = zoo.load("binarynet", include_top=False, input_shape=(32, 32, 3), first_conv_padding="same")
+    assert same.output_shape == (None, 4, 4, 512)
     with pytest.raises(zoo.InvalidInputError, match="too small"):
         zoo.load("binarynet", input_shape=(4, 4, 3), num_classes=10)
 
@@ -214,7 +220,7 @@ def test_xnornet_latent_free_switch():
 
 # ---------------------------------------------------------------------------- training
 
-def _tiny_problem(size=8, n=32, classes=10):
+def _tiny_problem(size=10, n=32, classes=10):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, size, size, 3)).astype(np.float32)
     y = rng.integers(0, classes, size=n)
@@ -224,7 +230,7 @@ def _tiny_problem(size=8, n=32, classes=10):
 def test_one_bop_step_follows_the_flip_rule():
     """From m = 0, one step gives m = gamma * g; w flips iff w * m > threshold."""
     x, y = _tiny_problem()
-    model = zoo.load("binarynet", input_shape=(8, 8, 3), num_classes=10, binary_weights="latent_free",
+    model = zoo.load("binarynet", input_shape=(10, 10, 3), num_classes=10, binary_weights="latent_free",
                      filters=16, dense_units=32)
     gamma, threshold = 1e-2, 1e-7
     opt = get_optimizer("bop", 1e-3, total_steps=10, steps_per_epoch=10, gamma=gamma, threshold=threshold)

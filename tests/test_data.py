@@ -438,3 +438,44 @@ def test_image_folder_without_test_split_raises(tmp_path):
     spec = get_dataset(f"folder:{tmp_path}")
     with pytest.raises(DatasetNotFoundError, match="does not exist"):
         load_split(spec, "test")
+
+
+# ----------------------------------------------------------------------------- photometric
+
+
+def _rgb_spec(augment):
+    return dataclasses.replace(get_dataset("cifar10"), augment=augment, mean=(0.0, 0.0, 0.0),
+                               std=(1.0, 1.0, 1.0))
+
+
+def test_pca_lighting_adds_the_eigen_shift_in_the_imagenet_pipeline_only():
+    rng = np.random.RandomState(0)
+    image = tf.constant(rng.randint(0, 256, size=(32, 32, 3)), tf.uint8)
+    seed = tf.constant([3, 7], tf.int64)
+    spec = _rgb_spec("inception")
+    plain = preprocess(image, spec, (32, 32, 3), training=True, seed=seed).numpy()
+    lit = preprocess(image, spec, (32, 32, 3), training=True, seed=seed, photometric="lighting").numpy()
+    # the same crop and flip; every pixel shifted by eigvec @ (alpha * eigval), alpha ~ N(0, 0.1)
+    alpha = tf.random.stateless_normal([3], tf.random.experimental.stateless_fold_in(seed, 3),
+                                       stddev=0.1).numpy()
+    shift = np.array(zdata.PCA_EIGVEC) @ (alpha * np.array(zdata.PCA_EIGVAL))
+    assert np.abs(shift).max() > 1e-3
+    np.testing.assert_allclose(lit - plain, np.broadcast_to(shift, plain.shape), atol=1e-5)
+    # Fashion-MNIST / CIFAR pipelines (flip, crop_flip) leave it out: published commands reproduce
+    for augment in ("flip", "crop_flip"):
+        spec = _rgb_spec(augment)
+        np.testing.assert_array_equal(
+            preprocess(image, spec, (32, 32, 3), training=True, seed=seed, photometric="lighting"),
+            preprocess(image, spec, (32, 32, 3), training=True, seed=seed))
+    with pytest.raises(zoo.InvalidInputError, match="photometric"):
+        preprocess(image, spec, (32, 32, 3), training=True, photometric="sepia")
+
+
+def test_color_jitter_factors_stay_within_0_4():
+    gray = tf.fill((8, 8, 3), 0.5)  # contrast and saturation leave a flat gray image alone
+    values = [float(zdata.color_jitter(gray, tf.constant([i, 1], tf.int64))[0, 0, 0])
+              for i in range(200)]
+    assert 0.5 * 0.6 - 1e-6 <= min(values) < 0.5 * 0.7 and 0.5 * 1.3 < max(values) <= 0.5 * 1.4 + 1e-6
+    colour = tf.constant(np.random.RandomState(1).rand(8, 8, 3), tf.float32)
+    out = zdata.color_jitter(colour, tf.constant([0, 2], tf.int64)).numpy()
+    assert out.min() >= 0.0 and out.max() <= 1.0 and not np.allclose(out, colour.numpy())

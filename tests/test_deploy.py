@@ -132,13 +132,13 @@ def test_published_weights_agree_after_conversion(name):
 
 def test_zoo_convert_writes_a_valid_flatbuffer(tmp_path):
     out = tmp_path / "model.tflite"
-    result = invoke(cli, "convert", "binarynet", "--input-size", "8", "--output", out)
+    result = invoke(cli, "convert", "binarynet", "--input-size", "10", "--output", out)
     assert result.exit_code == 0, result.output
     assert out.is_file() and out.stat().st_size > 0
     runner = deploy.interpreter(out.read_bytes())
-    assert tuple(runner.input_shapes[0]) == (1, 8, 8, 3)
+    assert tuple(runner.input_shapes[0]) == (1, 10, 10, 3)
     assert tuple(runner.output_shapes[0]) == (1, 1000)
-    probs = runner.predict(np.zeros((1, 8, 8, 3), np.float32))
+    probs = runner.predict(np.zeros((1, 10, 10, 3), np.float32))
     assert probs.sum() == pytest.approx(1.0, abs=1e-4)
     assert [p.name for p in tmp_path.iterdir()] == ["model.tflite"]  # no temporary left over
 
@@ -173,17 +173,17 @@ def test_zoo_convert_read_only_folder(tmp_path):
 
 
 def test_zoo_benchmark_json_fields():
-    result = invoke(cli, "benchmark", "binarynet", "--input-size", "8", "--runs", "2", "--format", "json")
+    result = invoke(cli, "benchmark", "binarynet", "--input-size", "10", "--runs", "2", "--format", "json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    model = zoo.load("binarynet", input_shape=(8, 8, 3), num_classes=1000)
+    model = zoo.load("binarynet", input_shape=(10, 10, 3), num_classes=1000)
     costs = model_costs(model)
     for key in ("params", "binary_params", "real_params", "binary_macs", "float_macs"):
         assert report[key] == costs[key], key
     assert report["ops"] == pytest.approx(costs["float_macs"] + costs["binary_macs"] / 64)
-    assert report["input_shape"] == [8, 8, 3]
+    assert report["input_shape"] == [10, 10, 3]
     # LCE 0.16 runs the binary convs as LceBconv2d, but BinaryNet's three binary dense layers
-    # (512 -> 1024 -> 1024 -> 1000 at an 8x8 input) as float FULLY_CONNECTED ops
+    # (512 -> 1024 -> 1024 -> 1000 at a 10x10 input) as float FULLY_CONNECTED ops
     dense = 512 * 1024 + 1024 * 1024 + 1024 * 1000
     assert report["converted"]["binary_macs"] == costs["binary_macs"] - dense > 0
     assert report["converted"]["float_macs"] == costs["float_macs"] + dense

@@ -6,6 +6,8 @@ import pytest
 
 import tensorflow as tf
 
+import zoo
+
 from zoo.api import load
 from zoo.costs import model_costs
 from zoo.errors import InvalidInputError
@@ -26,11 +28,14 @@ def _fresh(fresh_session):
 def test_ratio_choices_and_channels_by_hand():
     assert len(mp.RATIO_PERCENTS) == 31
     assert mp.RATIO_PERCENTS[:3] == (10, 13, 16) and mp.RATIO_PERCENTS[-1] == 100
-    assert mp.channels_for(32, 10) == 4  # ceil(3.2)
+    # the official code's int(base * scale): floor of the float product, at least 1
+    assert mp.channels_for(32, 10) == 3  # int(3.2)
     assert mp.channels_for(32, 100) == 32
-    assert mp.channels_for(1024, 49) == 502  # ceil(501.76)
+    assert mp.channels_for(1024, 49) == 501  # int(501.76)
+    assert mp.channels_for(44, 52) == 22  # int(22.88)
     assert mp.channels_for(8, 10) == 1
-    assert mp.channels_for(100, 52) == 52  # exact products are not rounded up
+    assert mp.channels_for(100, 52) == 52
+    assert mp.channels_for(100, 58) == int(100 * 0.58) == 57  # 57.99999999999999, as released
     with pytest.raises(InvalidInputError, match="not one of"):
         mp.channels_for(32, 50)
 
@@ -41,9 +46,55 @@ def test_network_specs():
     assert v1.base == (4, 8, 16, 16, 32, 32, 64, 64, 64, 64, 64, 64, 128, 128)
     assert v1.channels([10] * 13)[-1] == 128  # the last block is not pruned
     v2 = mp.network_spec("v2", 1.0)
-    assert v2.num_genes == 24  # stem + 7 stage outputs + 16 expanded widths
+    # stem + 7 stage outputs + 17 mid widths: block 1 (t=1) keeps a 1x1 conv of its own width
+    assert v2.num_genes == 25
     assert v2.base[:8] == (32, 16, 24, 32, 64, 96, 160, 320) and v2.base[-1] == 1280
+    assert v2.base[8] == 32  # block 1's mid width: its input's (t=1)
+    # the published fashion_mnist weights' layout (its manifest record sets block1_expand=False)
+    assert mp.network_spec("v2", 1.0, block1_expand=False).num_genes == 24
+    assert [c.name for c in v2.blocks[1][0]] == ["block1_expand", "block1_dw", "block1_project"]
     assert sum(residual for _, residual in v2.blocks) == 10  # MobileNetV2's 10 residual adds
+    # generators: FC 1 -> 32 for the stem and the last 1x1 conv, FC 3 -> 64 in the bottlenecks
+    hidden = {c.name: c.hidden or v2.hidden for c in v2.convs()}
+    assert hidden.pop("stem") == hidden.pop("last") == 32 and set(hidden.values()) == {64}
+    # width 1.4: the official stage_out_channel table (88 and 132, not 89 and 134)
+    assert mp.network_spec("v2", 1.4).base[:8] == (44, 22, 33, 44, 88, 132, 224, 448)
+
+
+def test_released_genomes_and_their_flops():
+    """The official evaluating/ genomes: V1 0.75x at 316M (README) counted as cal_FLOPs.py does;
+    V2's 35 released ids (18 overall, equal within residual stages, + 17 mid) are 25 genes here."""
+    v1 = mp.network_spec("v1")
+    genes = mp.parse_arch(mp.V1_0_75_ARCH, v1)
+    # evaluating/mobilenet_v1.py: layer i has int(base_i * scale[rngs[i - 1]]) channels
+    rngs = [28, 18, 10, 23, 23, 22, 22, 13, 17, 28, 17, 25, 29]
+    expected = [int(b * ((10 + 3 * rngs[i - 1]) / 100)) for i, b in enumerate(mp.V1_BASE[:13])]
+    assert list(v1.channels(genes)) == expected + [1024]
+    assert mp.conv_flops(v1, genes, (224, 224, 3), 1000) == 311_663_518
+    assert mp.release_flops(v1, genes) == pytest.approx(316e6, rel=0.01)  # 315.58M
+    entry = zoo.get_entry("metapruning_mobilenet_v1_0_75")
+    assert entry.reported["imagenet2012"]["top1"] == 70.9
+    assert entry.extra["release_flops"] == mp.release_flops(v1, genes)
+    for name in ("metapruning_mobilenet_v1", "metapruning_mobilenet_v2"):  # unpruned nets
+        assert zoo.get_entry(name).reported == {}
+
+    v2 = mp.network_spec("v2", 1.4)
+    body, width = mp._arch.split_width(mp.V2_RELEASE_CODE_ARCH)
+    genes = mp.parse_arch(body, v2)
+    assert len(genes) == 25 and width == 1.4
+    overall = [14, 12, 11, 11, 8, 8, 8, 7, 7, 7, 7, 8, 8, 8, 14, 14, 14, 8]
+    mid = [6, 5, 2, 15, 7, 17, 14, 5, 11, 12, 12, 11, 6, 16, 14, 13, 14]
+    table = [44, 22, 33, 33, 44, 44, 44, 88, 88, 88, 88, 132, 132, 132, 224, 224, 224, 448]
+    scale = [(10 + 3 * i) / 100 for i in range(31)]
+    outs = [int(table[i] * scale[overall[i]]) for i in range(18)]
+    mids = [int(table[0] * scale[mid[0]])] + [int(6 * table[i] * scale[mid[i]]) for i in range(1, 17)]
+    channels = v2.channels(genes)
+    stage_of = [0, 1, 2, 2, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 6, 6, 6, 7]
+    assert [channels[s] for s in stage_of] == outs and list(channels[8:25]) == mids
+    assert mp.conv_flops(v2, genes, (224, 224, 3), 1000) == 104_870_557
+    model = load("metapruning_mobilenet_v2", arch=mp.V2_RELEASE_CODE_ARCH, input_shape=(32, 32, 3),
+                 num_classes=10)  # the string builds (width 1.4 from its prefix)
+    assert model.get_layer("block1_expand").filters == mids[0] == 12  # int(44 * 0.28)
 
 
 def test_weight_cropping_by_hand():
@@ -153,9 +204,9 @@ def test_v1_flops_against_hand_count():
     full = (100,) * 13
     model = load("metapruning_mobilenet_v1", width=WIDTH, input_shape=SHAPE, num_classes=10)
     assert model_costs(model)["float_macs"] == sum(macs) == mp.conv_flops(spec, full, SHAPE, 10)
-    # pruned: stem at 52% -> ceil(4 * 0.52) = 3 channels: the stem and block 1's dw/pw shrink
+    # pruned: stem at 52% -> int(4 * 0.52) = 2 channels: the stem and block 1's dw/pw shrink
     pruned = (52,) + (100,) * 12
-    delta = 8 * 8 * 9 * 3 * 1 + 8 * 8 * 9 * 1 + 8 * 8 * 1 * 8
+    delta = 8 * 8 * 9 * 3 * 2 + 8 * 8 * 9 * 2 + 8 * 8 * 2 * 8
     assert mp.conv_flops(spec, pruned, SHAPE, 10) == sum(macs) - delta
 
 
@@ -186,7 +237,7 @@ def test_bad_arch_strings_raise():
         load("metapruning_mobilenet_v1", arch="10-13", width=WIDTH, input_shape=SHAPE,
                  num_classes=10)
     with pytest.raises(InvalidInputError, match="not a width percent"):
-        load("metapruning_mobilenet_v2", arch="-".join(["50"] * 24), width=WIDTH,
+        load("metapruning_mobilenet_v2", arch="-".join(["50"] * 25), width=WIDTH,
                  input_shape=SHAPE, num_classes=10)
 
 

@@ -242,7 +242,7 @@ def test_leaky_clip_variant_builds():
     slopes = {l.input_quantizer.slope for l in model.layers if isinstance(l, lq.layers.QuantConv2D)}
     assert slopes == {0.1}
     with pytest.raises(ValueError, match="activation"):
-        zoo.load("birealnet18", input_shape=(32, 32, 3), num_classes=10, activation="relu")
+        zoo.load("birealnet18", input_shape=(32, 32, 3), num_classes=10, activation="tanh")
 
 
 def test_input_multiple_is_enforced_and_the_pipeline_pads_to_it():

@@ -311,3 +311,28 @@ def test_two_step_transfer_moves_every_step1_kernel_into_step2():
     assert len(convs1) == len(convs2) == 13 + 8 + 2 * 5
     for a, b in zip(convs1, convs2):
         np.testing.assert_array_equal(a.kernel.numpy(), b.kernel.numpy())
+
+
+def test_release_switch_resets_only_the_binary_kernels_after_the_transfer():
+    """reset_binary_kernels (a stage field) reproduces the released MobileNet step 2, whose
+    strict=False load leaves the binary kernels at their fresh initialisation."""
+    from zoo.layers import reset_binary_kernels
+    from zoo.training import transfer_weights
+    from zoo.training.recipes import get_recipe
+
+    assert get_recipe("reactnet_two_step").stages[1].reset_binary_kernels is False  # paper, AdamBNN
+    assert get_recipe("reactnet_two_step").resolve(
+        stage_overrides={"reset_binary_kernels": True}).stages[1].reset_binary_kernels is True
+    shape = (32, 32, 3)
+    step1 = zoo.load("reactnet_a", input_shape=shape, num_classes=10, binary_weights=False)
+    rng = np.random.RandomState(0)
+    step1.set_weights([rng.randn(*w.shape).astype("float32") + 5.0 for w in step1.get_weights()])
+    step2 = zoo.load("reactnet_a", input_shape=shape, num_classes=10)
+    transfer_weights(step1, step2)
+    assert reset_binary_kernels(step2) == 13 + 8 + 2 * 5
+    binary = {id(l.kernel) for l in _layers(step2, lq.layers.QuantConv2D)}
+    for before, after in zip(step1.weights, step2.weights):
+        if id(after) in binary:  # fresh draws around 0, not the transferred values around 5
+            assert abs(float(np.mean(after.numpy()))) < 0.5
+        else:
+            np.testing.assert_array_equal(before.numpy(), after.numpy())

@@ -226,6 +226,31 @@ def test_info_birealnet34():
     assert record["costs"]["binary_macs"] == pytest.approx(3.53e9, rel=0.02)
 
 
+def test_info_of_supernets_says_costs_are_not_meaningful():
+    """Generated (PruningNet) and masked (supernet) kernels are not counted: no partial number."""
+    from zoo.cli import cli
+
+    supernets = [n for n in zoo.list_models() if zoo.get_entry(n).extra.get("supernet")]
+    assert {"spos_supernet", "pruningnet_mobilenet_v1", "pruningnet_mobilenet_v2"} <= set(supernets)
+    for name in supernets:
+        record = zoo.info(name)
+        assert record["costs"] is None and record["costs_note"].startswith("not meaningful"), name
+    result = invoke(cli, "info", "pruningnet_mobilenet_v1")
+    assert result.exit_code == 0 and "costs:            not meaningful" in result.stdout
+    assert "params:" not in result.stdout and "float MACs" not in result.stdout
+
+
+def test_info_of_the_released_metapruning_net_prints_the_papers_flops():
+    from zoo.cli import cli
+
+    result = invoke(cli, "info", "metapruning_mobilenet_v1_0_75")
+    assert result.exit_code == 0, result.output
+    line = next(l for l in result.stdout.splitlines() if l.strip().startswith("FLOPs (release)"))
+    flops = float(line.split(":", 1)[1].split("M")[0]) * 1e6
+    assert flops == pytest.approx(316e6, rel=0.01)  # README: 316M; 315.6M
+    assert "imagenet2012 top-1 70.9%" in result.stdout
+
+
 def test_info_without_costs():
     record = zoo.info("quicknet", costs=False)
     assert "costs" not in record

@@ -82,19 +82,19 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
 @needs_fmnist
 def test_two_stage_run_resumes_in_its_second_stage(tmp_path):
     run = tmp_path / "two"
-    proc = start_zoo("train", "binarynet", "--recipe", "birealnet_two_step", "--epochs", "2",
+    proc = start_zoo("train", "binarynet", "--recipe", "bmes_two_step", "--epochs", "2",
                      "--batch-size", "32", "--limit", "640", "--eval-limit", "100",
                      "--set", f"model_overrides={TINY_BINARYNET}", "--output", run, env=_env())
-    _kill_when(proc, lambda: (run / "checkpoints/state/binary/checkpoint").is_file())
-    stage_one = (run / "real_clip_weights.h5").read_bytes()
+    _kill_when(proc, lambda: (run / "checkpoints/state/step2/checkpoint").is_file())
+    stage_one = (run / "step1_weights.h5").read_bytes()
 
     results, stderr = _resume(run)
-    assert "continuing stage 2 'binary'" in stderr
+    assert "continuing stage 2 'step2'" in stderr
     assert "stage 1/2" not in stderr  # the finished first stage is not trained again
-    assert (run / "real_clip_weights.h5").read_bytes() == stage_one
+    assert (run / "step1_weights.h5").read_bytes() == stage_one
     assert [(r["epoch"], r["stage"], r["stage_epoch"]) for r in summary_rows(run)] == [
-        ("1", "real_clip", "1"), ("2", "real_clip", "2"), ("3", "binary", "1"), ("4", "binary", "2")]
-    assert results["epochs"] == 4 and (run / "binary_weights.h5").is_file()
+        ("1", "step1", "1"), ("2", "step1", "2"), ("3", "step2", "1"), ("4", "step2", "2")]
+    assert results["epochs"] == 4 and (run / "step2_weights.h5").is_file()
 
 
 @needs_fmnist
@@ -105,22 +105,22 @@ def test_resume_between_stages_starts_the_next_from_the_previous(tmp_path):
     from zoo.training.resume import checkpointed_epochs
 
     run = tmp_path / "run"
-    settings = dict(recipe="birealnet_two_step", epochs=1, batch_size=32, limit=64, eval_limit=50,
+    settings = dict(recipe="bmes_two_step", epochs=1, batch_size=32, limit=64, eval_limit=50,
                     stage_overrides={"model_overrides": json.loads(TINY_BINARYNET)}, verbose=0)
     train("binarynet", output=run, **settings)
     # what a kill right after stage 1 leaves: no stage-2 state, no final files
-    for name in ("results.json", "weights.h5", "binary_weights.h5", "checkpoints/binary_epoch001.h5"):
+    for name in ("results.json", "weights.h5", "step2_weights.h5", "checkpoints/step2_epoch001.h5"):
         (run / name).unlink()
     import shutil
 
-    shutil.rmtree(run / "checkpoints/state/binary")
+    shutil.rmtree(run / "checkpoints/state/step2")
     rows = summary_rows(run)
     with open(run / "summary.csv", "w", newline="") as handle:  # and a torn last line
-        handle.write(",".join(rows[0].keys()) + "\n" + ",".join(rows[0].values()) + "\n2,binary,1,0.00")
+        handle.write(",".join(rows[0].keys()) + "\n" + ",".join(rows[0].values()) + "\n2,step2,1,0.00")
     results = train("binarynet", resume=run, verbose=0)
-    assert [(r["epoch"], r["stage"]) for r in summary_rows(run)] == [("1", "real_clip"), ("2", "binary")]
+    assert [(r["epoch"], r["stage"]) for r in summary_rows(run)] == [("1", "step1"), ("2", "step2")]
     assert results["epochs"] == 2 and checkpointed_epochs(run, zoo.training.get_recipe(
-        "birealnet_two_step").stages[1])[0] == 1
+        "bmes_two_step").stages[1])[0] == 1
     with pytest.raises(zoo.InvalidInputError, match="has finished"):
         train("binarynet", resume=run, verbose=0)
 

@@ -200,6 +200,38 @@ def test_path_sampler_stays_in_the_band(fresh_session):
     assert len(set(paths)) == 20
 
 
+def test_path_sampler_draws_the_seven_flops_bins_uniformly():
+    """Official Supernet/train.py: one of 7 bins of the band uniformly, then a path inside it;
+    here 600 of 660 architectures sit in the first bin, 10 in each other one, yet every bin
+    gets ~1/7 of the paths (uniform sampling in the band would give the first ~91%)."""
+    from zoo.search.engine import SearchSpace
+
+    class Skewed(SearchSpace):
+        choices = (660,)
+
+        def cost(self, candidate):
+            (gene,) = candidate
+            return 5.0 if gene < 600 else 10.0 * (1 + (gene - 600) // 10) + 5.0
+
+    sample = make_path_sampler(Skewed(), 0.0, 70.0, seed=0)
+    bins = np.bincount([int(Skewed().cost(sample()) // 10) for _ in range(1400)], minlength=7)
+    assert len(bins) == 7
+    np.testing.assert_allclose(bins / 1400, 1 / 7, atol=0.04)
+
+
+def test_default_limit_is_the_papers_330m():
+    from zoo.search.spos import PAPER_LIMIT, SEARCHED_COST, default_max_cost
+
+    class Space:  # the released searched network costs SEARCHED_COST at 224x224, 1000 classes
+        layers = S.NUM_LAYERS
+
+        def cost(self, candidate):
+            assert tuple(candidate) == S.DEFAULT_BLOCKS + S.DEFAULT_SCALES
+            return SEARCHED_COST
+
+    assert PAPER_LIMIT == 330e6 and default_max_cost(Space()) == pytest.approx(330e6)
+
+
 def test_search_cli_rejects_bad_input():
     from zoo.cli import cli
 
@@ -215,8 +247,11 @@ def test_search_cli_rejects_bad_input():
 def test_released_architectures_match_the_papers_flops_and_params(fresh_session):
     # ShuffleNet-Series OneShot: 328M FLOPs, 3.4M params; SinglePathOneShot README (block
     # search, scale 1.0): 323M FLOPs, 3.5M params (both at 224 x 224, 1000 classes)
+    from zoo.search.spos import SEARCHED_COST
+
     costs = model_costs(load("spos", input_shape=(224, 224, 3), num_classes=1000))
     assert costs["float_macs"] == pytest.approx(328e6, rel=0.005)
+    assert costs["float_macs"] == SEARCHED_COST  # the default search limit's reference
     assert costs["params"] == pytest.approx(3.4e6, rel=0.03)
     costs = model_costs(load("spos", arch="21012020202300003233", input_shape=(224, 224, 3),
                                  num_classes=1000))

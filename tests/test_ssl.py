@@ -148,6 +148,19 @@ def test_knn_classifier_on_a_toy_set():
     assert knn_accuracy(train, labels, test, [0, 1, 1], 3, k=1) == pytest.approx(200 / 3)
 
 
+def test_moco_with_unmix_on_cifar_takes_the_unmix_demo_settings():
+    from zoo.ssl.trainer import ssl_method
+
+    demo = ssl_method("moco", True, "cifar10").config()  # unmix_c10.py: linear fc head, T 0.1
+    assert (demo["mlp"], demo["temperature"], demo["queue_size"], demo["momentum"]) == (
+        False, 0.1, 4096, 0.99)
+    assert ssl_method("moco", True, "cifar100").config() == demo
+    v2 = ssl_method("moco", False, "cifar10").config()  # MoCo v2 otherwise
+    assert (v2["mlp"], v2["temperature"]) == (True, 0.2)
+    assert ssl_method("moco", True, "fashion_mnist").config() == v2
+    assert ssl_method("moco", True, "cifar10", {"temperature": 0.3}).config()["temperature"] == 0.3
+
+
 def test_method_registry_errors():
     with pytest.raises(UnknownNameError, match="simclr"):
         get_method("simclrr")

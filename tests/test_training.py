@@ -83,19 +83,87 @@ def test_schedule_config_and_bad_kind():
 
 def test_recipe_resolve_overrides_every_stage():
     recipe = get_recipe("birealnet_two_step")
-    assert [s.name for s in recipe.stages] == ["real_clip", "binary"]
+    assert [s.name for s in recipe.stages] == ["real_relu", "real_leaky_clip", "real_clip", "binary"]
     resolved = recipe.resolve(epochs=2, batch_size=16, learning_rate=0.25,
                               stage_overrides={"label_smoothing": 0.2})
     for stage in resolved.stages:
         assert stage.epochs == 2 and stage.batch_size == 16
         assert stage.learning_rate == 0.25 and stage.label_smoothing == 0.2
     # the other settings and the registered recipe stay as they were
-    assert resolved.stages[0].model_overrides == {"activation": "clip", "binary_weights": False}
-    assert resolved.stages[1].optimizer == "sgd"
-    assert [s.epochs for s in recipe.stages] == [90, 20]
+    assert resolved.stages[0].model_overrides == {"activation": "relu", "binary_weights": False}
+    assert resolved.stages[3].optimizer == "sgd"
+    assert [s.epochs for s in recipe.stages] == [90, 10, 10, 20]
     assert get_recipe("birealnet_two_step").stages[0].learning_rate == 0.1
     # nothing given: unchanged
     assert recipe.resolve().stages == recipe.stages
+
+
+def test_birealnet_two_step_is_the_release_schedule():
+    """ECCV README: ReLU from scratch, then leaky-clip, then clip fine-tuning, then the binary
+    SGD stage with the released weight gradient; Bi-Real-34 trains 40 epochs at batch 1024, LR 0.08."""
+    recipe = get_recipe("birealnet_two_step")
+    assert [s.model_overrides.get("activation") for s in recipe.stages] == [
+        "relu", "leaky_clip", "clip", None]
+    assert [s.model_overrides.get("binary_weights", True) for s in recipe.stages] == [
+        False, False, False, True]
+    assert recipe.stages[3].model_overrides == {"weight_gradient": "clip"}
+    binary18 = recipe.for_model("birealnet18").stages[3]
+    assert (binary18.epochs, binary18.batch_size, binary18.learning_rate) == (20, 128, 0.01)
+    binary34 = recipe.for_model("birealnet34").stages[3]
+    assert (binary34.epochs, binary34.batch_size, binary34.learning_rate) == (40, 1024, 0.08)
+    assert binary34.milestones == (0.5, 0.75)  # x0.1 at epochs 20 and 30 of 40
+    assert recipe.for_model("birealnet34").stages[:3] == recipe.stages[:3]
+    # the Adam recipe: BiReal_50/train.py's LR 5e-4 at batch 256, 18/34 keep 1e-3 at 512
+    adam = get_recipe("birealnet_adam")
+    assert (adam.for_model("birealnet50").stages[0].learning_rate,
+            adam.for_model("birealnet50").stages[0].batch_size) == (5e-4, 256)
+    assert (adam.for_model("birealnet34").stages[0].learning_rate,
+            adam.for_model("birealnet34").stages[0].batch_size) == (1e-3, 512)
+
+
+def test_release_weight_gradient_is_the_clip_gradient_without_alpha():
+    """birealnet_two_step's binary kernels: forward alpha * sign(w) (alpha = per-output-channel
+    mean |w|), backward 1{|w| < 1} * g, as the released HardBinaryConv; Larq's
+    magnitude_aware_sign (the Adam recipe) multiplies the gradient by alpha."""
+    import larq as lq
+
+    w = tf.constant([[0.5, -2.0], [-0.25, 0.02], [1.5, -0.9]])  # (in 3, out 2)
+    g = tf.constant([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    alpha = np.mean(np.abs(w.numpy()), axis=0)  # [0.75, 0.973...]
+    expected_forward = alpha * np.where(w.numpy() >= 0, 1.0, -1.0)
+    expected_grad = g.numpy() * (np.abs(w.numpy()) < 1)
+    from zoo.layers import ClipGradientMagnitudeSign
+
+    for quantizer, scale in ((ClipGradientMagnitudeSign(), 1.0),
+                             (lq.quantizers.MagnitudeAwareSign(), alpha)):
+        with tf.GradientTape() as tape:
+            tape.watch(w)
+            out = quantizer(w)
+        np.testing.assert_allclose(out.numpy(), expected_forward, rtol=1e-6)
+        np.testing.assert_allclose(tape.gradient(out, w, output_gradients=g).numpy(),
+                                   expected_grad * scale, rtol=1e-6)
+    # the binary stage builds it, and the relu/leaky-clip/clip phases transfer into it
+    shape = dict(input_shape=(32, 32, 3), num_classes=10)
+    binary = zoo.load("birealnet18", weight_gradient="clip", **shape)
+    quantizers = {type(l.kernel_quantizer).__name__ for l in binary.layers
+                  if isinstance(l, lq.layers.QuantConv2D)}
+    assert quantizers == {"ClipGradientMagnitudeSign"}
+    relu = zoo.load("birealnet18", activation="relu", binary_weights=False, **shape)
+    assert transfer_weights(relu, binary) == len(binary.weights)
+
+
+def test_spos_sgd_is_the_released_retraining():
+    (stage,) = get_recipe("spos_sgd").stages  # src/Evaluation/template/train.py
+    assert (stage.optimizer, stage.learning_rate, stage.batch_size) == ("sgd", 0.5, 1024)
+    assert stage.optimizer_args == {"momentum": 0.9} and stage.schedule == "linear"
+    assert stage.epochs == round(300_000 * 1024 / 1_281_167)  # 300k iterations
+    assert (stage.weight_decay, stage.label_smoothing) == (4e-5, 0.1)
+    assert stage.bn_statistics_pass and stage.photometric == "color_jitter"
+    assert zoo.get_entry("spos").default_recipe == "spos_sgd"
+    # the releases' PCA lighting 0.1: Bi-Real's Adam code, ReActNet, MetaPruning
+    for name in ("birealnet_adam", "reactnet_two_step", "metapruning_mobilenet"):
+        assert {s.photometric for s in get_recipe(name).stages} == {"lighting"}, name
+    assert {s.photometric for s in get_recipe("birealnet_two_step").stages} == {"none"}  # Caffe
 
 
 def test_recipe_resolve_rejects_bad_overrides():
@@ -306,15 +374,18 @@ def test_two_stage_recipe(tmp_path):
                     verbose=0, **{**SMALL, "limit": 64, "eval_limit": 50})
     rows = _rows(output / "summary.csv")
     assert [(r["epoch"], r["stage"], r["stage_epoch"]) for r in rows] == [
-        ("1", "real_clip", "1"), ("2", "binary", "1")]
-    for name in ("real_clip_weights.h5", "binary_weights.h5", "weights.h5",
+        ("1", "real_relu", "1"), ("2", "real_leaky_clip", "1"), ("3", "real_clip", "1"),
+        ("4", "binary", "1")]
+    for name in ("real_relu_weights.h5", "real_clip_weights.h5", "binary_weights.h5", "weights.h5",
                  "checkpoints/real_clip_epoch001.h5", "checkpoints/binary_epoch001.h5",
                  "results.json", "curves.png"):
         assert (output / name).is_file(), name
-    assert sorted(p.name for p in (output / "logs").iterdir()) == ["binary", "real_clip"]
-    assert results["epochs"] == 2
+    assert sorted(p.name for p in (output / "logs").iterdir()) == [
+        "binary", "real_clip", "real_leaky_clip", "real_relu"]
+    assert results["epochs"] == 4
     config = json.loads((output / "config.json").read_text())
-    assert [s["name"] for s in config["recipe"]["stages"]] == ["real_clip", "binary"]
+    assert [s["name"] for s in config["recipe"]["stages"]] == [
+        "real_relu", "real_leaky_clip", "real_clip", "binary"]
     assert all(s["epochs"] == 1 and s["batch_size"] == 32 for s in config["recipe"]["stages"])
 
     # stage 2 started from stage 1's weights and trained on: the files differ, but hold
@@ -347,3 +418,38 @@ def test_train_takes_one_config_record(tmp_path):
     with pytest.raises(TypeError, match="keywords only"):
         train(TrainConfig("birealnet18"), "fashion_mnist")
     assert not (tmp_path / "run").exists()
+
+
+@needs_fmnist
+def test_bn_statistics_pass_changes_only_the_bn_statistics(tmp_path):
+    """spos_sgd's final pass (a stage setting): after the last epoch, one epoch of
+    training-mode batches resets every BN's moving statistics; nothing else moves."""
+    import h5py
+
+    output = tmp_path / "bn"
+    train("birealnet18", "fashion_mnist", recipe="birealnet_adam", output=output, verbose=0,
+          stage_overrides={"bn_statistics_pass": True}, **{**SMALL, "limit": 64, "eval_limit": 50})
+
+    def named(name):
+        with h5py.File(output / name, "r") as handle:
+            return {f"{layer}/{weight}": handle[layer][weight][()]
+                    for layer in handle.attrs["layer_names"]
+                    for weight in handle[layer].attrs["weight_names"]}
+
+    last_epoch, final = named("checkpoints/epoch001.h5"), named("weights.h5")
+    assert last_epoch.keys() == final.keys()
+    statistics = [k for k in final if "moving_" in k]
+    assert statistics and all(not np.allclose(last_epoch[k], final[k]) for k in statistics)
+    assert all(np.array_equal(last_epoch[k], final[k]) for k in final if "moving_" not in k)
+
+
+def test_readme_recipe_table_lists_every_recipe_with_its_source():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("### Recipes"):text.index("### Datasets")]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    for name in RECIPES.names():
+        row = next((r for r in rows if f"`{name}`" in r), None)
+        assert row is not None, name
+        assert len([c for c in row.split(" | ") if c.strip()]) >= 4, name  # source, settings, differences

@@ -102,6 +102,14 @@ def info(name: str, costs: bool = True) -> Dict[str, Any]:
         "default_recipe": entry.default_recipe,
         "weights": sorted(entry.weights),
     }
-    if costs:
+    if costs and entry.extra.get("supernet"):
+        # generated or masked kernels are not conv layers a profile can count: any number
+        # would be a part of the cost (the searched network's entry has the real ones)
+        record["costs"] = None
+        record["costs_note"] = ("not meaningful for a supernet / PruningNet: its generated or "
+                                "masked kernels are not counted; see the searched network's entry")
+    elif costs:
         record["costs"] = dict(_costs_at_paper_size(entry.name))
+        if "release_flops" in entry.extra:  # as the release's own script counts them
+            record["costs"]["release_flops"] = int(entry.extra["release_flops"])
     return record

@@ -334,13 +334,53 @@ def _inception_crop(image, size: int, seed):
     return tf.image.resize(image, (size, size), method="bilinear")
 
 
+# AlexNet's PCA lighting noise on ImageNet's RGB eigen-decomposition (the values of the
+# Bi-Real / ReActNet / MetaPruning releases' utils Lighting, from fb.resnet.torch)
+PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
+PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
+              (-0.5808, -0.0045, -0.8140),
+              (-0.5836, -0.6948, 0.4203))
+LIGHTING_STD = 0.1  # Bi-Real / ReActNet train.py: Lighting(0.1)
+JITTER = 0.4  # SPOS Evaluation/train.py: ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4)
+# photometric augmentations a recipe stage can name; the ImageNet-style ("inception") pipeline
+# applies them, smaller datasets' pipelines do not
+PHOTOMETRIC = ("none", "lighting", "color_jitter")
+
+
+def pca_lighting(image, seed, std: float = LIGHTING_STD):
+    """``image`` ([0, 1] RGB) + eigvec @ (alpha * eigval), alpha ~ N(0, std) per image.
+
+    The releases apply it to 0-255 uint8 images and cast back, where the shift (< 1 level)
+    mostly truncates away; here it acts on [0, 1] images as in fb.resnet.torch."""
+    alpha = tf.random.stateless_normal([3], seed, stddev=std)
+    shift = tf.linalg.matvec(tf.constant(PCA_EIGVEC), alpha * tf.constant(PCA_EIGVAL))
+    return image + shift
+
+
+def color_jitter(image, seed, strength: float = JITTER):
+    """Brightness, contrast and saturation each scaled by a factor uniform in
+    [1 - strength, 1 + strength] (torchvision's ColorJitter, in this fixed order)."""
+    factors = tf.random.stateless_uniform([3], seed, 1.0 - strength, 1.0 + strength)
+    image = image * factors[0]
+    gray = tf.image.rgb_to_grayscale(image)
+    image = (image - tf.reduce_mean(gray)) * factors[1] + tf.reduce_mean(gray)
+    gray = tf.image.rgb_to_grayscale(image)
+    image = (image - gray) * factors[2] + gray
+    return tf.clip_by_value(image, 0.0, 1.0)
+
+
 def preprocess(image, spec: DatasetSpec, input_shape, training: bool = False, augment: Optional[str] = None,
-               seed=None):
+               seed=None, photometric: str = "none"):
     """uint8 image -> normalised float32 model input (augmented when ``training``).
 
     Training augmentations are stateless random ops driven by ``seed`` (a [2] int
     tensor, one per image: see :func:`make_dataset`), so a seeded pipeline gives the
-    same images whatever the parallelism; without one a random seed is drawn."""
+    same images whatever the parallelism; without one a random seed is drawn.
+    ``photometric`` (one of PHOTOMETRIC, a recipe's choice) is added to the ImageNet-style
+    pipeline only (``augment="inception"``)."""
+    if photometric not in PHOTOMETRIC:
+        raise InvalidInputError(f"Unknown photometric augmentation {photometric!r}: use one of "
+                                f"{', '.join(PHOTOMETRIC)}.")
     size, channels = int(input_shape[0]), int(input_shape[-1])
     augment = spec.augment if augment is None else augment
     image = tf.cast(image, tf.float32) / 255.0
@@ -358,6 +398,10 @@ def preprocess(image, spec: DatasetSpec, input_shape, training: bool = False, au
         image = tf.image.resize_with_crop_or_pad(image, size + 8, size + 8)
         image = tf.image.stateless_random_crop(image, tf.stack([size, size, tf.shape(image)[-1]]),
                                                crop_seed)
+    if training and augment == "inception" and photometric != "none" and image.shape[-1] == 3:
+        # its own seed (folded in), so the crops and flips stay those of a pipeline without it
+        photo_seed = tf.random.experimental.stateless_fold_in(seed, 3)
+        image = (pca_lighting if photometric == "lighting" else color_jitter)(image, photo_seed)
     image = (image - tf.constant(spec.mean)) / tf.constant(spec.std)
     image = _match_channels(image, channels)
     image.set_shape((size, size, channels))
@@ -374,6 +418,7 @@ def make_dataset(
     seed: Optional[int] = None,
     limit: Optional[int] = None,
     cache: Optional[bool] = None,
+    photometric: str = "none",
 ) -> tf.data.Dataset:
     """A batched, prefetched pipeline of ``(image, label)``.
 
@@ -397,7 +442,8 @@ def make_dataset(
 
         def prep(example, aug_seed):
             image, label = example
-            return preprocess(image, spec, input_shape, training, augment, seed=aug_seed), label
+            return preprocess(image, spec, input_shape, training, augment, seed=aug_seed,
+                              photometric=photometric), label
     else:
         def prep(image, label):
             return preprocess(image, spec, input_shape, training, augment), label

@@ -5,7 +5,9 @@ functional graph, so models built from it save, load and convert with LCE.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, List, Optional, Sequence
+
+import numpy as np
 
 import larq as lq
 import tensorflow as tf
@@ -42,6 +44,41 @@ class Clip(lq.quantizers.Quantizer):
 
     def get_config(self):
         return {**super().get_config(), "slope": self.slope}
+
+
+@tf.keras.utils.register_keras_serializable(package="zoo")
+class Relu(lq.quantizers.Quantizer):
+    """Real-valued ``max(x, 0)`` as a conv's input quantizer: phase 1 of Bi-Real Net's
+    real-valued pre-training (ECCV'18 README: ReLU from scratch)."""
+
+    precision = 32
+
+    def call(self, inputs):
+        return tf.nn.relu(inputs)
+
+
+@tf.keras.utils.register_keras_serializable(package="zoo")
+class ClipGradientMagnitudeSign(lq.quantizers.Quantizer):
+    """Kernel quantizer of Bi-Real Net's released code (HardBinaryConv): forward
+    ``alpha * sign(w)`` with ``alpha`` the per-output-channel mean |w|; backward
+    ``1{|w| < 1} * g`` (alpha detached, the gradient of clamp(w, -1, 1)).
+
+    Larq's ``magnitude_aware_sign`` (the ECCV §3.3 formula) back-propagates
+    ``alpha * 1{|w| <= 1} * g`` instead, a step alpha times smaller under SGD."""
+
+    precision = 1
+
+    def call(self, inputs):
+        axes = list(range(len(inputs.shape) - 1))  # all but the output channels
+
+        @tf.custom_gradient
+        def quantize(w):
+            scale = tf.reduce_mean(tf.abs(w), axis=axes)
+            def grad(dy):
+                return dy * tf.cast(tf.abs(w) < 1.0, dy.dtype)
+            return scale * lq.math.sign(w), grad
+
+        return quantize(inputs)
 
 
 def check_input_shape(shape: Sequence[Optional[int]], min_size: int = 1, multiple: int = 1) -> tuple:
@@ -287,7 +324,7 @@ class RPReLU(tf.keras.layers.Layer):
 # Larq's quantizer lookup falls back to the bare class name when a model is loaded from a
 # full-model h5 file (legacy deserialization ignores the "zoo>" registered name), so the
 # zoo quantizers used as QuantConv2D input quantizers are also known under that name.
-for _quantizer_cls in (Clip, RSign):
+for _quantizer_cls in (Clip, RSign, Relu, ClipGradientMagnitudeSign):
     tf.keras.utils.get_custom_objects().setdefault(_quantizer_cls.__name__, _quantizer_cls)
 del _quantizer_cls
 
@@ -329,3 +366,74 @@ def check_padding(padding: str) -> str:
     if padding not in PADDINGS:
         raise InvalidInputError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}.")
     return padding
+
+
+def reset_binary_kernels(model) -> int:
+    """Draw every binary (quantized) conv/dense kernel of ``model`` afresh from its
+    initializer; other weights stay. Returns how many kernels were reset."""
+    count = 0
+    for layer in model.layers:
+        if isinstance(layer, (lq.layers.QuantConv2D, lq.layers.QuantDense)) and layer.kernel_quantizer is not None:
+            layer.kernel.assign(layer.kernel_initializer(layer.kernel.shape, dtype=layer.kernel.dtype))
+            count += 1
+    return count
+
+
+def batchnorm_layers(model) -> List[Any]:
+    """Every Keras BatchNormalization layer in ``model``, nested ones included."""
+    found, ids = [], set()
+    for module in [model, *model.submodules]:
+        if isinstance(module, tf.keras.layers.BatchNormalization) and id(module) not in ids:
+            ids.add(id(module))
+            found.append(module)
+    return found
+
+
+def _images(batch):
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def recalibrate_batchnorm(model, dataset, batches: int) -> None:
+    """Reset every BN layer's moving statistics and re-estimate them on training batches.
+
+    SPOS §3.4: the supernet's BN statistics do not fit a single path, so before a
+    candidate is scored they are recomputed; SPOS's retraining ends with such a pass
+    over one epoch (``Stage.bn_statistics_pass``). Each of the first ``batches`` batches
+    of ``dataset`` (``(images, labels)`` or images) runs through the model in
+    training mode; afterwards every BN layer's moving mean / variance is the plain
+    average over those batches of the per-batch mean / variance its training mode
+    computes (a cumulative average, PyTorch's ``momentum=None``), independent of the
+    previous moving statistics. The forward function is traced once per model; a
+    model whose path lives in variables (a supernet) serves every path with it.
+    """
+    if batches < 1:
+        raise InvalidInputError(f"BN recalibration needs at least one batch, got {batches}.")
+    layers = batchnorm_layers(model)
+    if not layers:
+        return
+    step = getattr(model, "_zoo_recalibration_step", None)
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0  # each training-mode call writes that batch's statistics
+    try:
+        if step is None:
+            step = tf.function(lambda x: model(x, training=True))
+            model._zoo_recalibration_step = step
+        sums = [[np.zeros(layer.moving_mean.shape, np.float64),
+                 np.zeros(layer.moving_variance.shape, np.float64)] for layer in layers]
+        count = 0
+        for batch in dataset.take(int(batches)):
+            step(_images(batch))
+            for total, layer in zip(sums, layers):
+                total[0] += layer.moving_mean.numpy()
+                total[1] += layer.moving_variance.numpy()
+            count += 1
+        if count == 0:
+            raise InvalidInputError("BN recalibration got an empty dataset.")
+        for total, layer in zip(sums, layers):
+            layer.moving_mean.assign((total[0] / count).astype(layer.moving_mean.dtype.as_numpy_dtype))
+            layer.moving_variance.assign(
+                (total[1] / count).astype(layer.moving_variance.dtype.as_numpy_dtype))
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum

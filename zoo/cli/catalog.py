@@ -84,14 +84,22 @@ def info(name, fmt):
     for dataset, numbers in record["reported"].items():
         top5 = f" / top-5 {numbers['top5']}%" if "top5" in numbers else ""
         lines.append(f"  reported:         {dataset} top-1 {numbers.get('top1')}%{top5}")
+    if costs is None:
+        lines.append(f"  costs:            {record['costs_note']}")
+    else:
+        lines += [
+            f"  input size:       {'x'.join(map(str, costs['input_shape']))} (costs computed here)",
+            f"  params:           {costs['params']:,} ({costs['binary_params']:,} binary, "
+            f"{costs['real_params']:,} real)",
+            f"  binary MACs:      {costs['binary_macs']:,} ({costs['binary_macs'] / 1e9:.2f}e9 BOPs)",
+            f"  float MACs:       {costs['float_macs']:,} ({costs['float_macs'] / 1e8:.2f}e8 FLOPs)",
+            f"  OPs:              {costs['ops'] / 1e8:.3f}e8 (FLOPs + BOPs/64)",
+            f"  model size:       {costs['model_size_bytes'] / 2**20:.2f} MiB (1-bit binary weights)",
+        ]
+        if "release_flops" in costs:
+            lines.append(f"  FLOPs (release):  {costs['release_flops'] / 1e6:.1f}M (the official "
+                         f"FLOPs script's count, the paper's numbers)")
     lines += [
-        f"  input size:       {'x'.join(map(str, costs['input_shape']))} (costs computed here)",
-        f"  params:           {costs['params']:,} ({costs['binary_params']:,} binary, "
-        f"{costs['real_params']:,} real)",
-        f"  binary MACs:      {costs['binary_macs']:,} ({costs['binary_macs'] / 1e9:.2f}e9 BOPs)",
-        f"  float MACs:       {costs['float_macs']:,} ({costs['float_macs'] / 1e8:.2f}e8 FLOPs)",
-        f"  OPs:              {costs['ops'] / 1e8:.3f}e8 (FLOPs + BOPs/64)",
-        f"  model size:       {costs['model_size_bytes'] / 2**20:.2f} MiB (1-bit binary weights)",
         f"  default recipe:   {record['default_recipe']}",
         f"  weights:          {', '.join(record['weights']) or '-'}",
     ]

@@ -6,6 +6,10 @@ BinaryNet (the Bop paper's CIFAR-10 network, §5; its code: models/binarynet.py)
 stack conv 128-128-M-256-256-M-512-512-M, then FC 1024-1024-classes; every layer is
 binary (``ste_sign`` activations) except the first conv's input, every layer is
 followed by BatchNorm without scale, 3x3 convs, 2x2 max-pools, softmax at the end.
+The first conv is unpadded as in that code (``first_conv_padding="valid"``: 32x32 -> 30x30,
+so the first dense layer sees 3x3x512): 10.36M parameters, 511M binary MACs at 32x32 and
+10 classes, the network of the reported 91.3%. ``first_conv_padding="same"`` (4x4x512,
+14.03M parameters) is the net of the published ``binarynet.fashion_mnist`` weights.
 
 ``binary_weights`` selects how the binary kernels are stored:
 
@@ -74,10 +78,11 @@ def kernel_settings(binary_weights):
                 "(Latent Weights Do Not Exist, arXiv 1906.02107).",
     reported={"cifar10": {"top1": 91.3, "source": "Bop paper §5.2 (Bop, 500 epochs, batch 50)"}},
     input_size=(32, 32, 3),
-    min_input_size=8,  # three 2x2 max-pools
+    min_input_size=10,  # a valid 3x3 conv (-2), then three 2x2 max-pools
     default_recipe="binarynet_bop",
     extra={"trained_with": "Bop", "bop_paper": BOP.url,
-           "model_overrides": "binary_weights=True|'latent_free'|False, filters, dense_units"},
+           "model_overrides": "binary_weights=True|'latent_free'|False, filters, dense_units, "
+                              "first_conv_padding='valid' (Bop code)|'same'"},
 )
 def binarynet(
     *,
@@ -89,7 +94,7 @@ def binarynet(
     binary_weights=True,  # True (latent, ste_sign + weight_clip) | "latent_free" (Bop) | False
     filters: int = 128,  # the paper code's hparams: filters 128, dense_units 1024
     dense_units: int = 1024,
-    first_conv_padding: str = "same",  # the Bop code leaves its first conv "valid"
+    first_conv_padding: str = "valid",  # Bop code models/binarynet.py: no padding (32 -> 30)
     bn_momentum: float = 0.99,  # Keras BatchNormalization defaults, as the Bop code
     bn_epsilon: float = 1e-3,
 ):

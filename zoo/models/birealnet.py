@@ -7,8 +7,13 @@ magnitude-aware sign (per-output-channel mean |W| times sign(W)), both from
 Larq. A downsampling shortcut is AvgPool 2x2 -> real 1x1 conv -> BN.
 
 ``activation`` and ``binary_weights`` switch the same graph between the
-binary network and the real-valued network with clip activations that the
-two-step recipe pre-trains first; the weights transfer one to one.
+binary network and the real-valued networks (ReLU, leaky-clip, clip
+activations) that the two-step recipe pre-trains first; the weights transfer
+one to one. ``weight_gradient`` picks the binary kernels' gradient:
+``"magnitude_aware"`` (Larq's ``magnitude_aware_sign``, the ECCV §3.3 formula
+alpha * 1{|w| <= 1} * g, with ``weight_clip``; the Adam recipes) or ``"clip"``
+(the released code: alpha detached, 1{|w| < 1} * g, no constraint; the SGD
+recipe ``birealnet_two_step``, whose LR 0.01 was tuned on it).
 """
 from __future__ import annotations
 
@@ -29,24 +34,38 @@ def _activation(name: str):
     """Input quantizer of the binary convs for a training phase."""
     if name == "approx_sign":  # binary activations with Bi-Real's gradient (BIREAL §3.2)
         return "approx_sign"
+    if name == "relu":  # real-valued pre-training step 1: ReLU from scratch (BIREAL README)
+        return zl.Relu()
     if name == "clip":  # real-valued pre-training with clip(-1, x, 1) (BIREAL README step 3)
         return zl.Clip()
     if name == "leaky_clip":  # pre-training step 2: slope 0.1 outside [-1, 1]
         return zl.Clip(slope=0.1)
-    raise ValueError(f"activation must be 'approx_sign', 'clip' or 'leaky_clip', got {name!r}")
+    raise ValueError(f"activation must be 'approx_sign', 'relu', 'clip' or 'leaky_clip', got {name!r}")
+
+
+def _kernel(weight_gradient: str):
+    """Quantizer and constraint of the binary kernels for a weight-gradient form."""
+    if weight_gradient == "magnitude_aware":  # ECCV §3.3: alpha * 1{|w|<=1} * g (Larq)
+        return dict(kernel_quantizer="magnitude_aware_sign", kernel_constraint="weight_clip")
+    if weight_gradient == "clip":  # the release's HardBinaryConv: 1{|w|<1} * g, no constraint
+        return dict(kernel_quantizer=zl.ClipGradientMagnitudeSign(), kernel_constraint=None)
+    raise ValueError(f"weight_gradient must be 'magnitude_aware' or 'clip', got {weight_gradient!r}")
 
 
 class _Convs:
     """Conv factory for one network: binary or real weights / activations."""
 
-    def __init__(self, activation, binary_weights, bn_momentum, bn_epsilon, initializer):
+    def __init__(self, activation, binary_weights, bn_momentum, bn_epsilon, initializer,
+                 weight_gradient="magnitude_aware"):
         self.activation = activation
+        self.weight_gradient = weight_gradient
+        _kernel(weight_gradient)  # fails early on a bad name
         self.binary_weights = binary_weights
         self.bn = dict(momentum=bn_momentum, epsilon=bn_epsilon)
         self.initializer = initializer
 
     def binary(self, x, filters, kernel_size, strides=1, input_quantizer=None):
-        kw = dict(kernel_quantizer="magnitude_aware_sign", kernel_constraint="weight_clip")
+        kw = _kernel(self.weight_gradient)
         if self.binary_weights == "latent_free":
             # weights stored as +-1 and flipped by Bop (arXiv 1906.02107), no latent weights
             kw = dict(kernel_quantizer=lq.quantizers.NoOp(precision=1), kernel_constraint=None)
@@ -131,11 +150,13 @@ def birealnet(
     bn_momentum: float = 0.8,  # larq-zoo's Bi-Real Net (Keras); PyTorch code uses 0.9 (= 0.1 there)
     bn_epsilon: float = 1e-3,
     kernel_initializer="glorot_normal",
+    weight_gradient: str = "magnitude_aware",  # | "clip": the release's (birealnet_two_step)
 ):
     """Build a Bi-Real Net of the given depth (18, 34, 50, 101 or 152)."""
     if depth not in BASIC_REPEATS and depth not in BOTTLENECK_REPEATS:
         raise ValueError(f"Bi-Real Net depth must be one of 18, 34, 50, 101, 152; got {depth}.")
-    convs = _Convs(activation, binary_weights, bn_momentum, bn_epsilon, kernel_initializer)
+    convs = _Convs(activation, binary_weights, bn_momentum, bn_epsilon, kernel_initializer,
+                   weight_gradient)
     inputs = zl.image_input(input_shape, input_tensor)
     x = _stem(inputs, convs)
     if depth in BASIC_REPEATS:

@@ -14,8 +14,8 @@ A gene is a width ratio in 0.10, 0.13, ..., 1.00 (31 choices, the paper's
 step of 0.03), written in the architecture string as a percent: ``"10"`` to
 ``"100"``, genes joined by ``-``, prefixed with the base width when it is not
 1.0 (``"0.25x:49-100-..."``). A slot (a feature-map width) of base width
-``B`` with ratio ``p`` percent has ``channels_for(B, p) = ceil(B * p / 100)``
-channels. :func:`network_spec` is the single description of a network (its
+``B`` with ratio ``p`` percent has ``channels_for(B, p) = int(B * (p / 100))``
+channels (floor, as the official code's ``int(base * scale)``). :func:`network_spec` is the single description of a network (its
 slots, which gene each slot reads, its convs) used by the PruningNet, the
 pruned model, the FLOPs count and the weight copy; ``tests/test_metapruning.py``
 checks that they agree (the official MobileNetV1 code maps the evaluation
@@ -26,12 +26,15 @@ model's layer ``i`` to gene ``i - 1`` but the PruningNet's to gene ``i``).
   Generators: FC 2 -> 32 -> kernel, encoding (in ratio, out ratio) of the
   block, one for the depthwise and one for the pointwise conv; the stem's
   encoding is its output ratio.
-- MobileNetV2: base widths x1.4 in the paper's reference; here ``width``
-  (default 1.0). Slots: stem, the 7 stage outputs (blocks of a stage joined
-  by residual adds share one gene), the expanded width of each of the 16
-  expansion blocks: 24 genes; the final 1x1 conv's 1280 channels are not
-  pruned. Generators: FC 3 -> 64 -> kernel with encoding (mid, in, out)
-  ratios of the block, one per conv.
+- MobileNetV2: base widths x1.4 in the paper's reference (at ``width=1.4`` the
+  official table 44, 22, 33, 44, 88, 132, 224, 448); here ``width`` (default
+  1.0). Slots: stem, the 7 stage outputs (blocks of a stage joined by residual
+  adds share one gene), the mid width of each of the 17 blocks, the first one
+  (t=1) included: as in the official code it keeps a 1x1 conv of its own width
+  in front of its depthwise conv. 25 genes; the final 1x1 conv's 1280 channels
+  are not pruned. Generators: FC 3 -> 64 -> kernel with encoding (mid, in, out)
+  ratios of the block, one per conv; FC 1 -> 32 -> kernel for the stem and the
+  final 1x1 conv (official mobilenet_v2.py).
 
 Deviations, all documented: one shared BatchNorm per layer (recalibrated
 for each candidate before scoring, as SPOS does) instead of the official one
@@ -65,16 +68,21 @@ V1_HIDDEN = 32  # official mobilenet_v1.py: FC 2 -> 32 -> weights
 V2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
                (6, 160, 3, 2), (6, 320, 1, 1))
 V2_LAST = 1280
-V2_HIDDEN = 64  # official mobilenet_v2.py: FC 3 -> 64 -> weights
+V2_HIDDEN = 64  # official mobilenet_v2.py: FC 3 -> 64 -> weights (bottlenecks)
+V2_END_HIDDEN = 32  # official mobilenet_v2.py: FC 1 -> 32 -> weights (stem, final 1x1 conv)
+# official mobilenet_v2.py's stage_out_channel at the paper's width 1.4: 64 x 1.4 and 96 x 1.4
+# are 88 and 132 there, not int(89.6) and int(134.4)
+V2_WIDTH_TABLES = {1.4: (44, 22, 33, 44, 88, 132, 224, 448)}
 
 
 def channels_for(base: int, percent: int) -> int:
-    """Channels of a slot of ``base`` channels at ``percent`` % width: ceil(base * p / 100).
+    """Channels of a slot of ``base`` channels at ``percent`` % width: ``int(base * (p / 100))``,
+    the official code's floor of the float product (at least 1).
 
     The ONE place a ratio becomes a channel count (PruningNet, pruned model, FLOPs)."""
     if int(percent) not in RATIO_PERCENTS:
         raise InvalidInputError(f"Width ratio {percent}% is not one of {list(RATIO_PERCENTS)}.")
-    return max(1, (int(base) * int(percent) + 99) // 100)
+    return max(1, int(int(base) * (int(percent) / 100)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +95,7 @@ class ConvSpec:
     out_slot: int
     encoding: Tuple[int, ...]  # slots whose ratios form the generator's input
     activation: Optional[str]  # "relu", "relu6" or None (linear bottleneck)
+    hidden: int = 0  # the generator's hidden size; 0: the network's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,8 +125,10 @@ def _scaled(base: int, width: float) -> int:
     return max(1, int(base * float(width)))
 
 
-def network_spec(version: str, width: float = 1.0) -> NetworkSpec:
-    """Slots, genes and convs of MetaPruning's MobileNet ``version`` ("v1"/"v2") at ``width``."""
+def network_spec(version: str, width: float = 1.0, block1_expand: bool = True) -> NetworkSpec:
+    """Slots, genes and convs of MetaPruning's MobileNet ``version`` ("v1"/"v2") at ``width``.
+    ``block1_expand=False``: V2's first block without its 1x1 conv (24 genes), the layout of
+    the published ``metapruning_mobilenet_v2.fashion_mnist`` weights."""
     if not width or width <= 0:
         raise InvalidInputError(f"width must be positive, got {width!r}.")
     if version == "v1":
@@ -131,17 +142,20 @@ def network_spec(version: str, width: float = 1.0) -> NetworkSpec:
                             ConvSpec(f"block{i}_pw", "pw", 1, 1, i - 1, i, enc, "relu")), False))
         return NetworkSpec("v1", base, slot_gene, tuple(blocks), V1_HIDDEN)
     if version == "v2":
-        base = [_scaled(32, width)] + [_scaled(c, width) for _, c, _, _ in V2_SETTINGS]
+        table = V2_WIDTH_TABLES.get(round(float(width), 6))
+        base = list(table) if table else [_scaled(32, width)] + [
+            _scaled(c, width) for _, c, _, _ in V2_SETTINGS]
         slot_gene = list(range(len(base)))  # stem + 7 stage outputs: genes 0-7
-        blocks = [((ConvSpec("stem", "conv", 3, 2, -1, 0, (0,), "relu6"),), False)]
+        blocks = [((ConvSpec("stem", "conv", 3, 2, -1, 0, (0,), "relu6", V2_END_HIDDEN),), False)]
         in_slot, index = 0, 0
         for stage, (t, _, n, s) in enumerate(V2_SETTINGS, start=1):
             for repeat in range(n):
                 index += 1
                 name, stride = f"block{index}", (s if repeat == 0 else 1)
-                if t == 1:  # no expansion: the depthwise conv runs on the input width
-                    mid = in_slot
-                    convs = ()
+                # every block, the first (t=1) too, has a 1x1 conv to its own mid width
+                # (official mobilenet_v2.py: mid = int(t * in * ratio), its own gene)
+                if t == 1 and not block1_expand:  # the depthwise conv on the input width
+                    mid, convs = in_slot, ()
                 else:
                     mid = len(base)
                     base.append(base[in_slot] * t)
@@ -156,7 +170,8 @@ def network_spec(version: str, width: float = 1.0) -> NetworkSpec:
         base.append(V2_LAST)
         slot_gene.append(-1)  # the final 1x1 conv's 1280 channels are not pruned
         last = len(base) - 1
-        blocks.append(((ConvSpec("last", "pw", 1, 1, in_slot, last, (in_slot,), "relu6"),), False))
+        blocks.append(((ConvSpec("last", "pw", 1, 1, in_slot, last, (in_slot,), "relu6",
+                                 V2_END_HIDDEN),), False))
         return NetworkSpec("v2", tuple(base), tuple(slot_gene), tuple(blocks), V2_HIDDEN)
     raise InvalidInputError(f"Unknown MobileNet version {version!r}: use 'v1' or 'v2'.")
 
@@ -202,6 +217,35 @@ def conv_flops(spec: NetworkSpec, percents: Sequence[int], input_shape, num_clas
         per_pixel = conv.kernel_size ** 2 * (cin if conv.kind == "dw" else cin * channels[conv.out_slot])
         total += per_pixel * height * width
     return total + channels[-1] * num_classes
+
+
+def release_flops(spec: NetworkSpec, percents: Sequence[int], input_shape=(224, 224, 3),
+                  num_classes: int = 1000) -> int:
+    """FLOPs as the official searching/cal_FLOPs.py counts them: conv MACs, the classifier's
+    weights and biases, every BN's output elements and the final 7x7 average pool (its ReLUs
+    are functional calls, not counted). The paper's and README's FLOPs are these."""
+    channels = spec.channels(percents)
+    height, width = int(input_shape[0]), int(input_shape[1])
+    bn = 0
+    for conv in spec.convs():
+        height, width = -(-height // conv.strides), -(-width // conv.strides)
+        bn += height * width * channels[conv.out_slot]
+    pool = channels[-1] * height * width
+    return conv_flops(spec, percents, input_shape, num_classes) + num_classes + bn + pool
+
+
+# The genomes of the official evaluating/ code, in this module's gene order (slot i <- gene i).
+# MobileNetV1 0.75x (README: 70.9% at 316M): evaluating/mobilenet_v1.py's rngs, whose layer i
+# reads rngs[i - 1] (the stem the last one); the network it trains is this one.
+_V1_RNGS = (28, 18, 10, 23, 23, 22, 22, 13, 17, 28, 17, 25, 29)
+V1_0_75_ARCH = "-".join(str(10 + 3 * i) for i in (_V1_RNGS[-1],) + _V1_RNGS[:-1])
+# MobileNetV2 at width 1.4: evaluating/mobilenet_v2.py's overall_channel_ids (one per stage,
+# equal within a residual stage) then its 17 mid_channel_ids. Its FLOPs (104.9M MACs, 108.3M
+# counted as cal_FLOPs.py) are none of the README's 303M / 140M / 43M, so the README's
+# ~300M genome is not in the release and no entry claims its numbers.
+V2_RELEASE_CODE_ARCH = "1.4x:" + "-".join(str(10 + 3 * i) for i in (
+    14, 12, 11, 8, 7, 8, 14, 8,
+    6, 5, 2, 15, 7, 17, 14, 5, 11, 12, 12, 11, 6, 16, 14, 13, 14))
 
 
 # ----------------------------------------------------------------------------- pruned network
@@ -350,7 +394,7 @@ def _pruningnet(spec: NetworkSpec, name, *, include_top, weights, input_shape, i
                 in_gene=-1 if conv.in_slot < 0 else spec.slot_gene[conv.in_slot],
                 out_gene=spec.slot_gene[conv.out_slot],
                 encoding_genes=[spec.slot_gene[s] for s in conv.encoding],
-                hidden=spec.hidden, name=conv.name)(x)
+                hidden=conv.hidden or spec.hidden, name=conv.name)(x)
             x = zl.batch_norm(x, name=f"{conv.name}_bn")
             x = _activation(x, conv.activation, f"{conv.name}_act")
         if residual:
@@ -412,10 +456,7 @@ def pruningnet_to_pruned(pruningnet, pruned, percents: Sequence[int]) -> None:
 _REGISTER = dict(paper=METAPRUNING, family="metapruning", binary=False, min_input_size=16,
                  default_recipe="metapruning_mobilenet")
 
-@register_model("metapruning_mobilenet_v1",
-                # README: 70.9% top-1 at 316M FLOPs (the 0.75x search)
-                reported={"imagenet2012": {"top1": 70.9, "source": "MetaPruning README, 316M FLOPs"}},
-                **_REGISTER)
+@register_model("metapruning_mobilenet_v1", **_REGISTER)
 def metapruning_mobilenet_v1(*, arch: Optional[str] = None, width: Optional[float] = None,
                              include_top=True, weights=None, input_shape=None, input_tensor=None,
                              num_classes=1000):
@@ -426,16 +467,26 @@ def metapruning_mobilenet_v1(*, arch: Optional[str] = None, width: Optional[floa
                    input_tensor=input_tensor, num_classes=num_classes)
 
 
-@register_model("metapruning_mobilenet_v2",
-                # README: 72.7% top-1 at 303M FLOPs
-                reported={"imagenet2012": {"top1": 72.7, "source": "MetaPruning README, 303M FLOPs"}},
-                **_REGISTER)
+@register_model("metapruning_mobilenet_v2", **_REGISTER)
 def metapruning_mobilenet_v2(*, arch: Optional[str] = None, width: Optional[float] = None,
                              include_top=True, weights=None, input_shape=None, input_tensor=None,
-                             num_classes=1000):
-    """Pruned MobileNetV2 of a MetaPruning search (``arch``: 24 width percents; default unpruned)."""
+                             num_classes=1000, block1_expand: bool = True):
+    """Pruned MobileNetV2 of a MetaPruning search (``arch``: 25 width percents; default unpruned)."""
     arch, width = _arch.split_width(arch, width)
-    return _pruned(network_spec("v2", width), arch, "metapruning_mobilenet_v2",
+    return _pruned(network_spec("v2", width, block1_expand), arch, "metapruning_mobilenet_v2",
+                   include_top=include_top, weights=weights, input_shape=input_shape,
+                   input_tensor=input_tensor, num_classes=num_classes)
+
+
+@register_model(
+    "metapruning_mobilenet_v1_0_75",
+    reported={"imagenet2012": {"top1": 70.9, "source": "MetaPruning README, 316M FLOPs"}},
+    extra={"release_flops": release_flops(network_spec("v1"), parse_arch(V1_0_75_ARCH, network_spec("v1")))},
+    **_REGISTER)
+def metapruning_mobilenet_v1_0_75(*, include_top=True, weights=None, input_shape=None,
+                                  input_tensor=None, num_classes=1000):
+    """MetaPruning's released MobileNetV1 0.75x genome (official evaluating/mobilenet_v1.py)."""
+    return _pruned(network_spec("v1"), V1_0_75_ARCH, "metapruning_mobilenet_v1_0_75",
                    include_top=include_top, weights=weights, input_shape=input_shape,
                    input_tensor=input_tensor, num_classes=num_classes)
 

@@ -22,8 +22,9 @@ any cost, since a MAC with a real kernel is a FLOP either way.
 ``binary_weights=False`` builds the same graph with real-valued kernels and
 still binary (RSign) activations: step 1 of ReActNet's two-step recipe
 (``reactnet_two_step``). The weight tensors are the same, in the same order,
-so step 1 initialises step 2 one to one (the official MobileNet code silently
-does not, see the seed notes on its ``strict=False`` load).
+so step 1 initialises step 2 one to one, as the paper and AdamBNN do. The released
+MobileNet code does not (its ``strict=False`` load drops the binary kernels); the
+stage setting ``reset_binary_kernels=true`` reproduces that.
 
 ``padding="symmetric"`` computes what the released PyTorch networks compute (one pixel
 of padding on every side of a strided 3x3 conv, three around the 7x7 stem), through

@@ -569,7 +569,7 @@ def _copy_by_name(sources, target) -> int:
 _COMMON = dict(paper=SPOS, family="spos", input_size=(224, 224, 3), min_input_size=16)
 
 
-@register_model("spos", binary=False, default_recipe="resnet_adam",
+@register_model("spos", binary=False, default_recipe="spos_sgd",  # the release's retraining
                 description="SPOS searched ShuffleNetV2 network (arch string; default: the "
                             "released block + channel search)",
                 reported={"imagenet2012": {"top1": 74.9, "source": "ShuffleNet-Series OneShot "

@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from zoo.errors import InvalidInputError, ZooError
+from zoo.layers import batchnorm_layers, recalibrate_batchnorm  # noqa: F401  (re-exported)
 from zoo.models import _arch
 
 Candidate = Tuple[int, ...]
@@ -368,67 +369,8 @@ def median_random_score(space: SearchSpace, score_fn: Callable[[Candidate], floa
 # ----------------------------------------------------------------------------- BN recalibration
 
 
-def batchnorm_layers(model) -> List[Any]:
-    """Every Keras BatchNormalization layer in ``model``, nested ones included."""
-    import tensorflow as tf
-
-    found, ids = [], set()
-    for module in [model, *model.submodules]:
-        if isinstance(module, tf.keras.layers.BatchNormalization) and id(module) not in ids:
-            ids.add(id(module))
-            found.append(module)
-    return found
-
-
-def _images(batch):
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
-
-
-def recalibrate_batchnorm(model, dataset, batches: int) -> None:
-    """Reset every BN layer's moving statistics and re-estimate them on training batches.
-
-    SPOS §3.4: the supernet's BN statistics do not fit a single path, so before a
-    candidate is scored they are recomputed. Each of the first ``batches`` batches
-    of ``dataset`` (``(images, labels)`` or images) runs through the model in
-    training mode; afterwards every BN layer's moving mean / variance is the plain
-    average over those batches of the per-batch mean / variance its training mode
-    computes (a cumulative average, PyTorch's ``momentum=None``), independent of the
-    previous moving statistics. The forward function is traced once per model; a
-    model whose path lives in variables (a supernet) serves every path with it.
-    """
-    import tensorflow as tf
-
-    if batches < 1:
-        raise InvalidInputError(f"BN recalibration needs at least one batch, got {batches}.")
-    layers = batchnorm_layers(model)
-    if not layers:
-        return
-    step = getattr(model, "_zoo_recalibration_step", None)
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.momentum = 0.0  # each training-mode call writes that batch's statistics
-    try:
-        if step is None:
-            step = tf.function(lambda x: model(x, training=True))
-            model._zoo_recalibration_step = step
-        sums = [[np.zeros(layer.moving_mean.shape, np.float64),
-                 np.zeros(layer.moving_variance.shape, np.float64)] for layer in layers]
-        count = 0
-        for batch in dataset.take(int(batches)):
-            step(_images(batch))
-            for total, layer in zip(sums, layers):
-                total[0] += layer.moving_mean.numpy()
-                total[1] += layer.moving_variance.numpy()
-            count += 1
-        if count == 0:
-            raise InvalidInputError("BN recalibration got an empty dataset.")
-        for total, layer in zip(sums, layers):
-            layer.moving_mean.assign((total[0] / count).astype(layer.moving_mean.dtype.as_numpy_dtype))
-            layer.moving_variance.assign(
-                (total[1] / count).astype(layer.moving_variance.dtype.as_numpy_dtype))
-    finally:
-        for layer, momentum in zip(layers, momenta):
-            layer.momentum = momentum
+# batchnorm_layers and recalibrate_batchnorm live in zoo.layers (the training loop's final
+# BN-statistics pass uses them too); imported above.
 
 
 def top1_accuracy(model, dataset, call: Optional[Callable] = None) -> float:

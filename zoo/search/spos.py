@@ -4,11 +4,11 @@ Registered searches ``spos`` (real-valued ShuffleNetV2 space, constraint on
 FLOPs) and ``spos_binary`` (binary 1x1 convs, constraint on OPs = FLOPs +
 BOPs / 64); the spaces and networks live in :mod:`zoo.models.spos`.
 
-1. Supernet training (paper §3.2-3.3): every batch trains one path, sampled
-   uniformly among the architectures whose cost lies in the band
-   ``[290/330, 360/330] x limit`` (the official code trains in 290-360M FLOPs for
-   a 330M limit): rejection sampling, at most 500 tries, else an unconstrained
-   path, as the official code does. One traced train step serves every path (the
+1. Supernet training (paper §3.2-3.3): every batch trains one path: one of 7
+   equal cost bins of the band ``[290/330, 360/330] x limit`` is drawn uniformly,
+   then an architecture inside it by rejection sampling (at most 500 tries, else an
+   unconstrained path), as the official Supernet/train.py does (bins of 10M in
+   290-360M FLOPs for a 330M limit). One traced train step serves every path (the
    path lives in the choice layers' variables, assigned before each step). SGD,
    momentum 0.9, LR 0.5 at batch 1024 (scaled linearly to the batch size) decayed
    linearly to 0, weight decay 4e-5 on conv / dense kernels only, label smoothing
@@ -48,8 +48,15 @@ from zoo.models import spos as S
 from zoo.search import SearchConfig, SearchResult, oneshot, register_search
 from zoo.search.engine import SearchSpace, sample_within
 
-# SPOS official Supernet/train.py: FLOPs band 290M-360M around the 330M search limit
+# SPOS official Supernet/train.py: FLOPs band 290M-360M around the 330M search limit, in
+# 7 bins of 10M, one drawn uniformly per path
 BAND = (290.0 / 330.0, 360.0 / 330.0)
+BINS = 7
+# The paper's limit (330M FLOPs, official Search/search.py) and what our count gives the
+# released searched network (S.DEFAULT_ARCH) at 224x224, 1000 classes: the default limit
+# is 330M there and scales with the searched network's cost at other sizes and widths.
+PAPER_LIMIT = 330e6
+SEARCHED_COST = 327_857_920.0  # tests/test_spos.py profiles it
 SAMPLE_TRIES = 500
 MAX_SAMPLE = len(S.SCALES) - 1  # official: at most 500 rejection tries per training path
 DEFAULTS = {
@@ -172,17 +179,33 @@ class SPOSSpace(SearchSpace):
 # ----------------------------------------------------------------------------- the search
 
 
-def make_path_sampler(space: SPOSSpace, low: float, high: float, seed: int):
-    """Uniform candidates with ``low <= cost <= high`` (rejection, <= 500 tries, else any)."""
+def make_path_sampler(space: SPOSSpace, low: float, high: float, seed: int, bins: int = BINS):
+    """Candidates in ``[low, high]``: one of ``bins`` equal cost bins uniformly, then a uniform
+    candidate inside it (rejection, <= 500 tries, else any candidate), as the official code."""
     rng = np.random.default_rng([int(seed), 1904])
+    edges = np.linspace(float(low), float(high), int(bins) + 1)
 
     def sample():
+        index = int(rng.integers(len(edges) - 1))
         try:
-            return sample_within(space, high, rng, SAMPLE_TRIES, min_cost=low)
+            return sample_within(space, float(edges[index + 1]), rng, SAMPLE_TRIES,
+                                 min_cost=float(edges[index]))
         except ZooError:
             return space.random(rng)
 
     return sample
+
+
+def default_max_cost(space: SPOSSpace) -> float:
+    """The paper's 330M relative to its searched network: that network's cost in ``space``
+    x 330M / SEARCHED_COST (exactly 330M FLOPs at 224x224, 1000 classes, width 1.0). In a
+    shallower space the plain ShuffleNetV2 (Shuffle3x3 at scale 1.0 everywhere) stands in."""
+    layers = space.layers
+    if layers == S.NUM_LAYERS:
+        default = S.DEFAULT_BLOCKS + S.DEFAULT_SCALES
+    else:
+        default = (0,) * layers + (S.DEFAULT_SCALE_INDEX,) * layers
+    return space.cost(default) * PAPER_LIMIT / SEARCHED_COST
 
 
 def run_spos(config: SearchConfig, binary: bool = False) -> SearchResult:
@@ -200,16 +223,7 @@ def run_spos(config: SearchConfig, binary: bool = False) -> SearchResult:
 
     width, layers = setting("width"), setting("layers", int)
     space = SPOSSpace(width, binary, input_shape, spec.num_classes, layers)
-    max_cost = config.max_ops
-    if max_cost is None:
-        # default: the cost of the paper's searched network at this width (20 layers), or of
-        # the plain ShuffleNetV2 (Shuffle3x3 at scale 1.0 everywhere) in a shallower space
-        if layers == S.NUM_LAYERS:
-            default = S.DEFAULT_BLOCKS + S.DEFAULT_SCALES
-        else:
-            default = (0,) * layers + (S.DEFAULT_SCALE_INDEX,) * layers
-        max_cost = space.cost(default)
-    max_cost = float(max_cost)
+    max_cost = float(default_max_cost(space) if config.max_ops is None else config.max_ops)
     band = config.extra.get("band", BAND)
     low, high = float(band[0]) * max_cost, float(band[1]) * max_cost
     cheapest, dearest = space.cost_range()

@@ -20,6 +20,12 @@ def infonce_queue(q, k, queue, temperature: float):
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
 
 
+# Un-Mix's CIFAR MoCo demo (unmix_c10.py / unmix_c100.py): a linear head (the ResNet's fc),
+# T 0.1, K 4096, m 0.99; `zoo pretrain --ssl moco --unmix` on CIFAR starts from these
+UNMIX_CIFAR_DEMO = {"mlp": False, "temperature": 0.1, "queue_size": 4096, "momentum": 0.99}
+UNMIX_CIFAR_DATASETS = ("cifar10", "cifar100")
+
+
 class MoCo(SSLMethod):
     name = "moco"
     crop_scale = 0.2  # MoCo v2 "aug+": RandomResizedCrop scale (0.2, 1)

@@ -27,6 +27,7 @@ from zoo.augment.mixing import split_seed
 from zoo.errors import InvalidInputError, ZooError
 from zoo.ssl import get_method
 from zoo.ssl.base import SSLMethod
+from zoo.ssl.moco import UNMIX_CIFAR_DATASETS, UNMIX_CIFAR_DEMO
 from zoo.ssl.unmix import BETA, PROB_GLOBAL, unmix_images, unmix_loss
 
 # SGD momentum 0.9, lr 0.06 at batch 512 (scaled linearly), wd 5e-4, cosine: the CIFAR MoCo
@@ -227,6 +228,15 @@ def plot_ssl_curves(summary: Path, target: Path, title: str) -> None:
 # ----------------------------------------------------------------------------- entry point
 
 
+def ssl_method(ssl: str, unmix: bool, dataset: str, method_args: Optional[Dict[str, Any]] = None):
+    """The method ``ssl`` with ``method_args``; MoCo with Un-Mix on CIFAR starts from the
+    Un-Mix CIFAR demo's settings (linear head, T 0.1, K 4096, m 0.99), not MoCo v2's."""
+    method = get_method(ssl, **(method_args or {}))
+    if unmix and method.name == "moco" and dataset in UNMIX_CIFAR_DATASETS:
+        method = get_method(ssl, **{**UNMIX_CIFAR_DEMO, **(method_args or {})})
+    return method
+
+
 def pretrain(
     model: str,
     ssl: str = "moco",
@@ -263,7 +273,7 @@ def pretrain(
     entry = get_entry(model)
     spec = zdata.get_dataset(dataset)
     input_shape = zdata.input_shape_for(spec, entry, image_size)
-    method = get_method(ssl, **(method_args or {}))
+    method = ssl_method(ssl, unmix, spec.name, method_args)
     if epochs < 1 or batch_size < 2:
         raise InvalidInputError("pretrain needs epochs >= 1 and batch size >= 2.")
     splits = getattr(method, "bn_splits", 1)

@@ -10,18 +10,32 @@ from zoo.api import get_entry, load
 from zoo.errors import InvalidInputError, ZooError
 from zoo.runs import load_for_evaluation
 
-_EPS = 1e-7
+_TINY = 1e-30  # only for models without a softmax layer to read logits before
 
 
-def distributional_loss(teacher_probs, student_probs):
-    """Mean over the batch of KL(teacher || student) = sum_c p_t (log p_t - log p_s).
+def distributional_loss(teacher_logits, student_logits):
+    """Mean over the batch of KL(teacher || student) = sum_c p_t (log p_t - log p_s), with
+    the log-probabilities taken as log-softmax of the logits (exact for any logits; the
+    official utils/KD_loss.py does the same with F.log_softmax).
 
     The official code minimises the cross-entropy -sum p_t log p_s, which differs
     from this KL only by the teacher's entropy, a constant for the student."""
-    teacher_probs = tf.clip_by_value(tf.cast(teacher_probs, tf.float32), _EPS, 1.0)
-    student_probs = tf.clip_by_value(tf.cast(student_probs, tf.float32), _EPS, 1.0)
-    kl = tf.reduce_sum(teacher_probs * (tf.math.log(teacher_probs) - tf.math.log(student_probs)), axis=-1)
+    teacher_log = tf.nn.log_softmax(tf.cast(teacher_logits, tf.float32), axis=-1)
+    student_log = tf.nn.log_softmax(tf.cast(student_logits, tf.float32), axis=-1)
+    kl = tf.reduce_sum(tf.exp(teacher_log) * (teacher_log - student_log), axis=-1)
     return tf.reduce_mean(kl)
+
+
+def logits_model(model):
+    """``model`` up to its logits: the input of its final softmax layer (every zoo
+    classifier ends in ``Activation("softmax")``); a model that ends otherwise gets
+    ``log(probabilities)``, which log-softmax maps back to the same distribution."""
+    last = model.layers[-1]
+    if isinstance(last, tf.keras.layers.Activation) and getattr(last.activation, "__name__", "") == "softmax":
+        return tf.keras.Model(model.inputs, last.input, name=f"{model.name}_logits")
+    probs = model.outputs[0]
+    log_probs = tf.keras.layers.Lambda(lambda p: tf.math.log(tf.maximum(tf.cast(p, tf.float32), _TINY)))(probs)
+    return tf.keras.Model(model.inputs, log_probs, name=f"{model.name}_logits")
 
 
 class Distiller(tf.keras.Model):
@@ -34,6 +48,8 @@ class Distiller(tf.keras.Model):
         self.student = student
         self.teacher = teacher
         self.teacher.trainable = False
+        self.student_logits = logits_model(student)  # shares the student's layers
+        self.teacher_logits = logits_model(teacher)
         self.label_weight = float(label_weight)
         self.distill_tracker = tf.keras.metrics.Mean(name="distill_loss")
         self.total_tracker = tf.keras.metrics.Mean(name="total_loss")
@@ -47,10 +63,11 @@ class Distiller(tf.keras.Model):
 
     def train_step(self, data):
         x, y = data[0], data[1]
-        teacher_probs = self.teacher(x, training=False)
+        teacher_logits = self.teacher_logits(x, training=False)
         with tf.GradientTape() as tape:
-            student_probs = self.student(x, training=True)
-            distill = distributional_loss(teacher_probs, student_probs)
+            student_logits = self.student_logits(x, training=True)
+            student_probs = tf.nn.softmax(tf.cast(student_logits, tf.float32), axis=-1)
+            distill = distributional_loss(teacher_logits, student_logits)
             loss = distill + tf.add_n([tf.constant(0.0)] + list(self.student.losses))
             # tf.distribute sums the replicas' gradients: each replica's loss counts 1/N
             # (compiled_loss divides by N itself), so N replicas make one step on the global batch

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import tensorflow as tf
 
 from zoo import data as zdata
+from zoo import layers as zl
 from zoo.api import get_entry, load
 from zoo.settings import EVAL_BATCH_SIZE
 from zoo.errors import InvalidInputError, ZooError
@@ -125,7 +126,7 @@ def _plan(config: TrainConfig) -> _Plan:
                      settings["augment_args"] if settings["augment"] else config.augment_args,
                      saved)
     spec = zdata.get_dataset(config.dataset or "fashion_mnist")
-    recipe = get_recipe(config.recipe or entry.default_recipe).resolve(
+    recipe = get_recipe(config.recipe or entry.default_recipe).for_model(entry.name).resolve(
         epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
         stage_overrides=config.stage_overrides)
     input_shape = zdata.input_shape_for(spec, entry, config.image_size)
@@ -256,6 +257,8 @@ def _fit_stage(plan: _Plan, dist, index: int, stage: Stage, previous, teacher_mo
         net = _stage_model(entry.name, stage, input_shape, spec.num_classes, plan.model_overrides)
         if previous is not None and stage.init_from_previous:
             transfer_weights(previous, net)
+            if stage.reset_binary_kernels:
+                zl.reset_binary_kernels(net)
         schedule = StageSchedule(
             stage.learning_rate, steps * stage.epochs, stage.schedule,
             milestones=[round(m * steps * stage.epochs) for m in stage.milestones],
@@ -282,7 +285,8 @@ def _fit_stage(plan: _Plan, dist, index: int, stage: Stage, previous, teacher_mo
         with dist.scope():
             initial_epoch = state.restore(checkpointed_epochs(plan.output, stage)[1])
     train_ds = zdata.make_dataset(spec, "train", input_shape, stage.batch_size, training=True,
-                                  seed=plan.seed + index, limit=plan.limit)
+                                  seed=plan.seed + index, limit=plan.limit,
+                                  photometric=stage.photometric)
     if augmentation is not None:  # soft labels: categorical CE, accuracy vs. their argmax
         from zoo.augment import apply_augmentation, soft_label_training
 
@@ -308,6 +312,8 @@ def _fit_stage(plan: _Plan, dist, index: int, stage: Stage, previous, teacher_mo
                               callbacks=callbacks, verbose=verbose, initial_epoch=initial_epoch)
     if not guard.ok or any(not math.isfinite(v) for v in history.history.get("loss", [0.0])):
         raise ZooError(_diverged_message(plan.output, recipe, index, guard.where))
+    if stage.bn_statistics_pass:  # one epoch: each BN's statistics = their plain average over it
+        zl.recalibrate_batchnorm(net, train_ds, steps)
     if len(recipe.stages) > 1:
         save_weights_atomically(net, run_dir / f"{stage.name}_weights.h5")
     return net

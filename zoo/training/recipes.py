@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any, Dict, List, Optional, Tuple
 
 from zoo.errors import InvalidInputError
-from zoo.papers import BIREAL, BOP, METAPRUNING, REACTNET, Paper
+from zoo.papers import BIREAL, BOP, METAPRUNING, REACTNET, SPOS, Paper
 from zoo.registry import Registry
 
 
@@ -32,6 +32,15 @@ class Stage:
     model_overrides: Dict[str, Any] = dataclasses.field(default_factory=dict)
     # start from the previous stage's weights (all of them; a test checks the transfer)
     init_from_previous: bool = True
+    # then draw the binary kernels afresh (ReActNet's released MobileNet step 2, whose
+    # strict=False load drops them); False carries them over (the paper, AdamBNN)
+    reset_binary_kernels: bool = False
+    # after the stage, one epoch of training-mode passes sets every BN layer's statistics to
+    # their plain average over it (SPOS Evaluation/train.py, BN momentum 1/iteration at LR 0)
+    bn_statistics_pass: bool = False
+    # photometric augmentation of the training images (zoo.data.PHOTOMETRIC: none | lighting |
+    # color_jitter), added by the ImageNet-style pipeline only (not by Fashion-MNIST's or CIFAR's)
+    photometric: str = "none"
     # train against a frozen teacher's outputs (ReActNet's distributional loss)
     distill: bool = False
     label_weight: float = 0.0  # weight of the label loss next to the distributional loss
@@ -44,6 +53,14 @@ class Recipe:
     stages: List[Stage]
     paper: Optional[Paper] = None
     aliases: Tuple[str, ...] = ()
+    # settings that depend on the model: {model name: {stage name: {setting: value}}}
+    per_model: Dict[str, Dict[str, Dict[str, Any]]] = dataclasses.field(default_factory=dict)
+
+    def for_model(self, model: str) -> "Recipe":
+        """A copy with ``model``'s own stage settings (e.g. Bi-Real-34's) applied."""
+        own = self.per_model.get(model, {})
+        stages = [dataclasses.replace(stage, **own.get(stage.name, {})) for stage in self.stages]
+        return dataclasses.replace(self, stages=stages, per_model={})
 
     def resolve(self, epochs: Optional[int] = None, batch_size: Optional[int] = None,
                 learning_rate: Optional[float] = None, stage_overrides: Optional[Dict[str, Any]] = None
@@ -76,6 +93,7 @@ class Recipe:
             "description": self.description,
             "paper": None if self.paper is None else dataclasses.asdict(self.paper),
             "stages": [dataclasses.asdict(s) for s in self.stages],
+            **({"per_model": self.per_model} if self.per_model else {}),
         }
 
 
@@ -104,30 +122,43 @@ register_recipe(Recipe(
         weight_decay=0.0,  # conv weights without decay in the PyTorch code
         label_smoothing=0.1,
         batch_size=512,
+        photometric="lighting",  # train.py: Lighting(0.1)
     )],
+    # BiReal_50/train.py: LR 5e-4 at batch 256
+    per_model={name: {"binary": {"learning_rate": 5e-4, "batch_size": 256}}
+               for name in ("birealnet50", "birealnet101", "birealnet152")},
 ))
+
+# Bi-Real Net's real-valued pre-training (ECCV README): 1) ReLU from scratch with ResNet's
+# hyper-parameters, 2) leaky-clip (slope 0.1) fine-tuning, 3) clip(-1, x, 1) fine-tuning.
+_RESNET_SGD = dict(optimizer="sgd", optimizer_args={"momentum": 0.9}, schedule="step",
+                   weight_decay=1e-4, batch_size=256)
+# The fine-tuning phases' lengths and LRs are not stated in the release: ours, 10 epochs each
+# at ResNet's last LR (0.001), constant.
+_FINE_TUNE = dict(_RESNET_SGD, epochs=10, learning_rate=1e-3, schedule="constant")
 
 register_recipe(Recipe(
     name="birealnet_two_step",
-    description="Bi-Real Net's paper recipe: pre-train the real-valued network with clip(-1, x, 1) "
-                "activations and real weights, then train the binary network initialised from it "
-                "(SGD, momentum 0.9, no weight decay).",
+    description="Bi-Real Net's paper recipe (ECCV README): pre-train the real-valued network "
+                "in three phases (ReLU from scratch, leaky-clip, then clip(-1, x, 1) fine-tuning), "
+                "then train the binary network initialised from it with the release's weight "
+                "gradient (SGD, momentum 0.9, no weight decay); Bi-Real-34 has its own settings.",
     paper=BIREAL,
     aliases=("birealnet",),
     stages=[
         Stage(
-            name="real_clip",
-            # Standard ResNet hyper-parameters for the real-valued pre-training (ECCV §4.1).
+            name="real_relu",
+            # ResNet's hyper-parameters (ECCV README step 1): 90 epochs, LR 0.1 x0.1 at 30/60
             epochs=90,
             learning_rate=0.1,
-            optimizer="sgd",
-            optimizer_args={"momentum": 0.9},
-            schedule="step",
             milestones=(1 / 3, 2 / 3),
-            weight_decay=1e-4,
-            batch_size=256,
-            model_overrides={"activation": "clip", "binary_weights": False},
+            model_overrides={"activation": "relu", "binary_weights": False},
+            **_RESNET_SGD,
         ),
+        Stage(name="real_leaky_clip",  # ECCV README step 2: leaky-clip, slope 0.1
+              model_overrides={"activation": "leaky_clip", "binary_weights": False}, **_FINE_TUNE),
+        Stage(name="real_clip",  # ECCV README step 3: clip(-1, x, 1)
+              model_overrides={"activation": "clip", "binary_weights": False}, **_FINE_TUNE),
         Stage(
             name="binary",
             epochs=20,  # ECCV README / Caffe solver: 20 epochs
@@ -138,8 +169,14 @@ register_recipe(Recipe(
             milestones=(0.5, 0.75),  # x0.1 at epochs 10 and 15 of 20
             weight_decay=0.0,
             batch_size=128,
+            # the released HardBinaryConv's gradient (alpha detached), which LR 0.01 was tuned on
+            model_overrides={"weight_gradient": "clip"},
         ),
     ],
+    # ECCV README: Bi-Real-34 trains 40 epochs at batch 1024, LR 0.08 x0.1 at 20 and 30 (its Caffe
+    # solver file says base_lr 0.01; we follow the README). Bi-Real-50/101/152 have no SGD
+    # recipe in the release (only the Adam one): they take Bi-Real-18's settings.
+    per_model={"birealnet34": {"binary": {"epochs": 40, "batch_size": 1024, "learning_rate": 0.08}}},
 ))
 
 register_recipe(Recipe(
@@ -171,12 +208,15 @@ _REACTNET_STEP = dict(
     schedule="linear",  # LambdaLR 1 - epoch / epochs
     batch_size=256,
     distill=True,  # only the distributional loss, no label loss (official train.py)
+    photometric="lighting",  # official train.py: Lighting(0.1)
 )
 register_recipe(Recipe(
     name="reactnet_two_step",
     description="ReActNet's two steps with the distributional loss from a real-valued teacher: "
                 "binary activations + real weights (weight decay 1e-5), then binary weights too "
-                "(weight decay 0), initialised from step 1; Adam, LR linearly decayed to 0.",
+                "(weight decay 0), initialised from step 1 (all weights, as the paper and AdamBNN; "
+                "--set reset_binary_kernels=true starts the binary kernels afresh as the released "
+                "MobileNet code does); Adam, LR linearly decayed to 0.",
     paper=REACTNET,
     aliases=("reactnet",),
     stages=[
@@ -202,6 +242,22 @@ register_recipe(Recipe(
                   schedule="linear", weight_decay=0.0, batch_size=256)],
 ))
 
+# SPOS's retraining of the searched network (official src/Evaluation/template/train.py)
+register_recipe(Recipe(
+    name="spos_sgd",
+    description="SPOS's retraining of a searched network from scratch: SGD momentum 0.9, LR 0.5 "
+                "linearly decayed to 0 over 300k iterations at batch 1024 (~240 epochs), weight "
+                "decay 4e-5, label smoothing 0.1, colour jitter 0.4, then one epoch that "
+                "recomputes the BN statistics.",
+    paper=SPOS,
+    stages=[Stage(name="retrain", epochs=240,  # --total-iters 300000 x 1024 / 1.28M images
+                  learning_rate=0.5, optimizer="sgd", optimizer_args={"momentum": 0.9},
+                  schedule="linear",  # LambdaLR 1 - step / total_iters
+                  weight_decay=4e-5, label_smoothing=0.1, batch_size=1024,
+                  bn_statistics_pass=True,  # the final bn_process epoch
+                  photometric="color_jitter")],  # ColorJitter(0.4, 0.4, 0.4)
+))
+
 # MetaPruning's searched MobileNets (zoo/models/metapruning.py, arXiv 1903.10258)
 register_recipe(Recipe(
     name="metapruning_mobilenet",
@@ -210,7 +266,8 @@ register_recipe(Recipe(
     paper=METAPRUNING,
     stages=[Stage(name="pruned", epochs=256, learning_rate=0.5, optimizer="sgd",  # official README
                   optimizer_args={"momentum": 0.9}, schedule="linear", weight_decay=4e-5,
-                  label_smoothing=0.1, batch_size=1024)],
+                  label_smoothing=0.1, batch_size=1024,
+                  photometric="lighting")],  # training/train.py: Lighting(0.1)
 ))
 
 
