@@ -14,7 +14,7 @@ setup(
     license="Apache-2.0",
     packages=find_packages(include=["zoo", "zoo.*"]),
     include_package_data=True,
-    package_data={"zoo": ["imagenet_classes.txt"]},
+    package_data={"zoo": ["imagenet_classes.txt", "models/index.json"]},  # index: `zoo list` without TensorFlow
     python_requires=">=3.10,<3.12",
     install_requires=[
         # The verified stack: larq-zoo pins protobuf<3.21, which caps TensorFlow at 2.19.

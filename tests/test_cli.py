@@ -217,7 +217,7 @@ def test_console_script_error_is_one_line(processes):
 
 @pytest.mark.parametrize("script, options", [
     ("train", ["--dataset", "--recipe", "--epochs", "--batch-size", "--lr", "--output", "--set"]),
-    ("evaluate", ["--weights", "--dataset", "--batch-size", "--limit"]),
+    ("evaluate", ["--weights", "--dataset", "--batch-size", "--eval-limit"]),
 ])
 def test_wrapper_scripts_help(processes, script, options):
     code, stdout, stderr = processes[f"{script}_help"]
@@ -263,3 +263,33 @@ def test_the_recorded_command_names_the_model_when_run_as_a_script(monkeypatch):
     assert CliRunner().invoke(train, ["birealnet18"]).output == "zoo train birealnet18 --epochs 1\n"
     monkeypatch.setattr(sys, "argv", ["zoo", "train", "birealnet18", "--epochs", "1"])
     assert CliRunner().invoke(group, ["train", "birealnet18"]).output == "zoo train birealnet18 --epochs 1\n"
+
+
+def test_the_static_model_index_matches_the_registry():
+    """`zoo list` reads zoo/models/index.json; it must say what the registry says."""
+    from zoo.index import INDEX_FILE, registry_records
+
+    assert json.loads(INDEX_FILE.read_text()) == registry_records(), (
+        "zoo/models/index.json is out of date: regenerate it with "
+        "python -c \"import zoo.api, zoo.index; zoo.index.write_index()\"")
+
+
+def test_list_answers_without_tensorflow():
+    """`zoo list` (models) imports neither TensorFlow nor a model file, and shows the
+    same records as the registry with its weight tags."""
+    code = ("import json, sys; from click.testing import CliRunner; from zoo.cli import cli; "
+            "r = CliRunner().invoke(cli, ['list', '--format', 'json']); "
+            "assert r.exit_code == 0, r.output; "
+            "print(json.dumps([sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'larq', 'zoo') and m.startswith(('tensorflow', 'larq', 'zoo.models.'))), "
+            "json.loads(r.stdout)]))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=zoo_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported, listed = json.loads(done.stdout)
+    assert imported == []
+    from zoo import api
+
+    assert [r["name"] for r in listed] == api.list_models()
+    assert {r["name"]: r["weights"] for r in listed} == {
+        name: sorted(api.get_entry(name).weights) for name in api.list_models()}

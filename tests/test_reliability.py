@@ -23,12 +23,13 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     import h5py
 
     run = tmp_path / "nan"
-    # the LR turns to inf at half of the run (a step schedule with gamma = inf): epoch 1
-    # trains normally, epoch 2's first update makes the weights NaN
+    # the LR overflows to inf at half of the run (a step schedule with gamma = 1e38 at two
+    # milestones there; inf itself is refused up front): epoch 1 trains normally, epoch 2's
+    # first update makes the weights NaN
     result = invoke(
         cli, "train", "binarynet", "--recipe", "birealnet_adam", "--epochs", "2", "--batch-size", "32",
         "--limit", "96", "--eval-limit", "50", "--set", f"model_overrides={TINY_BINARYNET}",
-        "--set", "schedule=step", "--set", "milestones=[0.5]", "--set", "gamma=Infinity",
+        "--set", "schedule=step", "--set", "milestones=[0.5,0.5]", "--set", "gamma=1e38",
         "--output", run)
     line = _one_error_line(result, "Training diverged", "NaN/inf", "stage 'binary' at epoch 2",
                            str(run / "checkpoints" / "epoch001.h5"), "Lower --lr")
@@ -50,7 +51,7 @@ def test_nan_in_the_first_epoch_leaves_nothing(tmp_path):
     result = invoke(
         cli, "train", "binarynet", "--recipe", "birealnet_adam", "--epochs", "1", "--batch-size", "32",
         "--limit", "64", "--eval-limit", "50", "--set", f"model_overrides={TINY_BINARYNET}",
-        "--lr", "Infinity", "--output", run)
+        "--lr", "1e38", "--output", run)  # inf itself is refused before the run starts
     _one_error_line(result, "at epoch 1", "no epoch finished")
     assert not run.exists()
 

@@ -307,7 +307,7 @@ def test_train_writes_the_run_directory(one_epoch_run):
 
     [row] = _rows(output / "summary.csv")
     assert row["epoch"] == "1" and row["stage"] == "binary" and row["stage_epoch"] == "1"
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "val_top5"):
+    for key in ("loss", "accuracy", "val_train_loss", "val_accuracy", "val_top5"):
         assert np.isfinite(float(row[key])), key
     assert 0 <= float(row["val_accuracy"]) <= 100
     # linear schedule over 8 steps: after the epoch the LR has reached 0

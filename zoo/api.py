@@ -14,6 +14,7 @@ from zoo.errors import InvalidInputError  # noqa: E402
 from zoo.hub.loading import load_into, resolve  # noqa: E402
 from zoo.hub.spec import attach_manifest, split_tag  # noqa: E402
 from zoo.layers import check_input_shape  # noqa: E402
+from zoo.schema import check_call_arguments  # noqa: E402
 from zoo.registry import MODELS, ModelEntry  # noqa: E402
 
 attach_manifest(strict=False)  # weights/manifest.json (or $ZOO_MANIFEST) -> entry.weights
@@ -62,6 +63,10 @@ def load(
         check_input_shape(shape, entry.min_input_size, entry.input_multiple)
     if int(num_classes) < 1:
         raise InvalidInputError(f"num_classes must be positive, got {num_classes}.")
+    overrides = check_call_arguments(
+        entry.name, entry.builder, overrides, " (model settings: --set model_overrides={...}, --model-arg)",
+        skip=("include_top", "weights", "input_shape", "input_tensor", "num_classes"), open_keywords=True,
+        types=False)
     model = entry.builder(
         include_top=include_top,
         weights=resolved.builder_weights,

@@ -12,8 +12,10 @@ An image folder works too: ``folder:/path/to/root`` with ``train/`` and
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
@@ -159,8 +161,10 @@ def _prepared_builder(spec: DatasetSpec):
         print(f"Preparing {spec.name} with tensorflow-datasets"
               f"{f' from {folder}' if folder else ''} (once)...", file=sys.stderr)
         config = tfds.download.DownloadConfig(manual_dir=str(folder) if folder else None)
-        try:
-            builder.download_and_prepare(download_config=config)
+        try:  # tensorflow-datasets prints on stdout: keep it free for --format json
+            tfds.disable_progress_bar()  # hundreds of tqdm lines otherwise
+            with contextlib.redirect_stdout(sys.stderr):
+                builder.download_and_prepare(download_config=config)
         except Exception as error:  # network errors, missing manual files, corrupt archives
             first = (str(error).strip().splitlines()[0][:200] if str(error).strip()
                      else type(error).__name__)
@@ -242,6 +246,10 @@ def _folder_spec(path: str) -> DatasetSpec:
         raise DatasetNotFoundError(
             f"Image folder {root} needs a train/ sub-folder with one folder of images per class "
             f"(and test/ or val/ for evaluation).")
+    if len(classes) < 2:
+        raise InvalidInputError(
+            f"Image folder {root} has {len(classes)} class folder(s) under train/ "
+            f"({', '.join(classes)}): a classifier needs at least two (one sub-folder per class).")
     test = next((s for s in ("test", "val", "validation") if (root / s).is_dir()), "test")
     return DatasetSpec(
         name=f"folder:{root}", tfds_name=None, num_classes=len(classes),
@@ -278,6 +286,38 @@ def _folder_split(spec: DatasetSpec, split: str) -> tf.data.Dataset:
 
     return tf.data.Dataset.from_tensor_slices((files, labels)).map(
         read, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+@contextlib.contextmanager
+def named_image_errors(spec: DatasetSpec):
+    """Turns TensorFlow's error for an image of a ``folder:`` dataset that cannot be decoded
+    (raised deep inside a fit or an evaluation, without the file's name) into one
+    InvalidInputError that names the file."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        bad = _unreadable_image(spec) if spec.root is not None else None
+        if bad is None:
+            raise
+        path, reason = bad
+        raise InvalidInputError(f"{path} (in image folder {spec.root}) is not a readable image "
+                                f"({reason}); remove or replace it.") from error
+
+
+def _unreadable_image(spec: DatasetSpec):
+    """``(path, reason)`` of the first image of a folder dataset that does not decode."""
+    for split in ("train", "test"):
+        try:
+            files = _folder_files(spec, split)[0]
+        except DatasetNotFoundError:
+            continue
+        for path in files:
+            try:
+                tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+            except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
+                text = re.sub(r"\{\{.*?\}\}", "", error.message).strip()  # TensorFlow's op prefix
+                return path, (text.splitlines() or ["unknown format"])[0].rstrip(". ")[:120]
+    return None
 
 
 # ----------------------------------------------------------------------------- preprocessing

@@ -177,32 +177,48 @@ def predict(flatbuffer: bytes, x: np.ndarray, num_threads: int = 1) -> np.ndarra
     return interpreter(flatbuffer, num_threads).predict(np.asarray(x, np.float32))
 
 
-def check_output(output) -> Path:
-    """Fail before any work if ``output`` cannot be written (missing or read-only folder)."""
+def check_output(output, force: bool = False) -> Path:
+    """Fail before any work if ``output`` cannot be written (missing, read-only or special
+    folder) or is a file the user already has (without ``force``)."""
     output = Path(output)
     folder = output.parent
     if output.is_dir():
         raise InvalidInputError(f"--output {output} is a folder: give a file name (model.tflite).")
     if not folder.is_dir():
         raise InvalidInputError(f"Output folder {folder} does not exist: create it first.")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InvalidInputError(f"Output folder {folder} is not writable: pick another --output.")
+    if output.exists() and not force:
+        raise InvalidInputError(f"--output {output} already exists: pass --force to overwrite it, "
+                                f"or choose another file name.")
+    try:  # a real write, not os.access: root passes that check even in /proc
+        with tempfile.NamedTemporaryFile(prefix=f".{output.name}.", suffix=".probe", dir=folder):
+            pass
+    except OSError as error:
+        raise InvalidInputError(f"Output folder {folder} is not writable ({error.strerror or error}): "
+                                f"pick another --output.") from None
     return output
 
 
-def write_flatbuffer(flatbuffer: bytes, output) -> None:
-    """Write atomically: a partial file never appears under ``output``."""
-    output = check_output(output)
+def write_flatbuffer(flatbuffer: bytes, output, force: bool = False) -> None:
+    """Write atomically (a partial file never appears under ``output``), with the
+    permissions the user's umask gives a new file."""
+    output = check_output(output, force=force)
     folder = output.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=folder)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(flatbuffer)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from others
         os.replace(tmp, output)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 # ----------------------------------------------------------------------------- op census
@@ -318,9 +334,14 @@ def build(name: str, weights=None, input_size: Optional[int] = None, num_classes
     from zoo.runs import load_for_evaluation
 
     if input_size is not None and int(input_size) < 1:
-        raise InvalidInputError(f"--input-size must be positive, got {input_size}.")
+        raise InvalidInputError(f"--image-size must be positive, got {input_size}.")
     base, tag = split_tag(name)
     entry = zoo.get_entry(base)
+    if entry.extra.get("supernet"):
+        raise InvalidInputError(
+            f"{entry.name} is a supernet (all candidate architectures at once), not one network: "
+            f"search it with `zoo search`, train the architecture it finds (`zoo train MODEL "
+            f"--arch ARCH`) and convert that run.")
     if weights is None and tag is not None:
         weights = tag
     if weights is None:

@@ -25,7 +25,9 @@ def plot_training_curves(summary_csv: Path, output: Path, title: str = "") -> Pa
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, column("loss"), "o-", label="train")
-    ax_loss.plot(epochs, column("val_loss"), "o-", label="test")
+    # the training objective on the test images (val_loss in runs made before the rename)
+    test_loss = "val_train_loss" if rows and "val_train_loss" in rows[0] else "val_loss"
+    ax_loss.plot(epochs, column(test_loss), "o-", label="test")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
     ax_loss.legend()

@@ -83,8 +83,9 @@ def prepare_output_dir(output: Path) -> None:
     when the run fails early); refuse one that already holds a run."""
     output = Path(output)
     missing = [folder for folder in (output, *output.parents) if not folder.exists()]
-    if missing:
-        _NEW_RUNS.append((output, missing[-1]))  # the top-most folder this call creates
+    # the top-most folder this call creates, or (an existing folder) what it held before
+    before = None if missing else {p.name for p in output.iterdir()} if output.is_dir() else set()
+    _NEW_RUNS.append((output, missing[-1] if missing else None, before))
     try:
         output.mkdir(parents=True, exist_ok=True)
         probe = output / ".write_test"
@@ -98,19 +99,29 @@ def prepare_output_dir(output: Path) -> None:
 
 
 def no_partial_run(function):
-    """A run that fails with a ZooError (bad input, diverged loss) before its first
-    epoch was saved leaves nothing behind: the folders it created are removed."""
+    """A run that fails (bad input or data, diverged loss, Ctrl-C, any error) before its
+    first epoch was saved leaves nothing behind: the folders it created are removed."""
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         mark = len(_NEW_RUNS)
         try:
             return function(*args, **kwargs)
-        except ZooError:
-            for run_dir, top in _NEW_RUNS[mark:]:
+        except BaseException:
+            for run_dir, top, before in _NEW_RUNS[mark:]:
                 state = run_dir / "checkpoints" / "state"
-                if not (state.is_dir() and any(state.rglob("checkpoint"))):
+                if state.is_dir() and any(state.rglob("checkpoint")):
+                    continue  # an epoch was saved: --resume continues the run
+                if top is not None:
                     shutil.rmtree(top, ignore_errors=True)
+                    continue
+                for path in run_dir.iterdir() if run_dir.is_dir() else ():
+                    if path.name in before:  # the user's, not the run's
+                        continue
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink()
             raise
         finally:
             del _NEW_RUNS[mark:]

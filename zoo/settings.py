@@ -25,9 +25,13 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional
 
+from zoo.errors import InvalidInputError
+
 DEFAULT_DOWNLOAD_TIMEOUT_S = 60.0
 # Zoo-wide defaults that several layers share (written once, here):
 EVAL_BATCH_SIZE = 250  # test-split batch of every evaluation (evaluate, publish, searches)
+MAX_IMAGE_SIZE = 1024  # pixels per side of --image-size: the largest entry needs 224; more runs out of memory
+MAX_SEED = 2**32 - 1  # the largest seed NumPy takes
 
 KERAS3_MESSAGE = (
     "zoo needs Keras 2 (the tf-keras package), but TensorFlow was already imported "
@@ -68,16 +72,23 @@ def cache_root(cache_dir: Optional[os.PathLike] = None) -> Path:
     """The writable cache root: the argument, else ``$ZOO_HOME``, else the platform cache
     folder (``$XDG_CACHE_HOME/zoo`` = ``~/.cache/zoo`` on Linux)."""
     if cache_dir is not None:
-        return _expand(str(cache_dir))
+        return _folder(_expand(str(cache_dir)), "--cache-dir")
     home = _path("ZOO_HOME")
     if home is not None:
-        return home
+        return _folder(home, "ZOO_HOME")
     if sys.platform == "win32":
         base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~\\AppData\\Local")
         return Path(base) / "zoo" / "Cache"
     if sys.platform == "darwin":
         return Path.home() / "Library" / "Caches" / "zoo"
     return Path(_get("XDG_CACHE_HOME") or Path.home() / ".cache") / "zoo"
+
+
+def _folder(path: Path, name: str) -> Path:
+    """``path`` unless it is an existing file (a folder is meant)."""
+    if path.exists() and not path.is_dir():
+        raise InvalidInputError(f"{name}={path} is a file: point it at a folder (created if missing).")
+    return path
 
 
 def cache_search_path() -> List[Path]:
@@ -96,10 +107,16 @@ def mirrors() -> List[str]:
 
 
 def download_timeout() -> float:
+    """``$ZOO_DOWNLOAD_TIMEOUT``: seconds per download connection (a number > 0)."""
+    text = _get("ZOO_DOWNLOAD_TIMEOUT")
     try:
-        return float(_get("ZOO_DOWNLOAD_TIMEOUT") or DEFAULT_DOWNLOAD_TIMEOUT_S)
+        seconds = float(text or DEFAULT_DOWNLOAD_TIMEOUT_S)
     except ValueError:
-        return DEFAULT_DOWNLOAD_TIMEOUT_S
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise InvalidInputError(f"ZOO_DOWNLOAD_TIMEOUT={text}: give the seconds per download "
+                                f"connection as a number > 0 (default {DEFAULT_DOWNLOAD_TIMEOUT_S:g}).")
+    return seconds
 
 
 def keras_home() -> Path:

@@ -16,6 +16,8 @@ import tensorflow as tf
 from zoo.augment.attentive import AttentiveCutMix, build_feature_fn, resolve_extractor_name
 from zoo.augment.mixing import CutMix, Mixup
 from zoo.errors import InvalidInputError
+from zoo.metrics import StrictTopK
+from zoo.schema import check_call_arguments
 from zoo.registry import FactoryEntry, Registry, check_arguments
 
 
@@ -59,6 +61,9 @@ def get_augmentation(name: str, spec=None, input_shape=None, **args):
     if entry.name == "attentive_cutmix":
         allowed |= {"extractor", "grid", "layer"}
     check_arguments(entry.name, args, allowed, " (--augment-arg KEY=VALUE)")
+    args = {**args, **check_call_arguments(entry.name, _ARGS[entry.name].__init__,
+                                           {k: v for k, v in args.items() if k not in ("extractor", "grid", "layer")},
+                                           " (--augment-arg KEY=VALUE)", skip=("feature_fn",))}
     if "prob" in args and not 0.0 <= float(args["prob"]) <= 1.0:
         raise InvalidInputError(f"prob must be in [0, 1], got {args['prob']}.")
     for key in ("alpha", "beta"):
@@ -115,8 +120,8 @@ class SoftAccuracy(tf.keras.metrics.SparseCategoricalAccuracy):
         return super().update_state(_hard_labels(y_true, y_pred), y_pred, sample_weight)
 
 
-class SoftTopK(tf.keras.metrics.SparseTopKCategoricalAccuracy):
-    """Top-k accuracy against the argmax of a soft label (or an integer label)."""
+class SoftTopK(StrictTopK):
+    """Top-k accuracy (ties count against) against the argmax of a soft label (or an integer label)."""
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         return super().update_state(_hard_labels(y_true, y_pred), y_pred, sample_weight)

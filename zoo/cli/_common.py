@@ -13,14 +13,23 @@ import sys
 import click
 
 from zoo.errors import InvalidInputError, ZooError
+from zoo.settings import MAX_IMAGE_SIZE, MAX_SEED
 
 FORMATS = click.Choice(["table", "json"])
 POSITIVE = click.IntRange(min=1)  # counts and sizes: --limit, --epochs, --batch-size, --top, ...
+SEED = click.IntRange(0, MAX_SEED)
+POSITIVE_FLOAT = click.FloatRange(0, min_open=True)  # learning rates
+IMAGE_SIZE = click.IntRange(1, MAX_IMAGE_SIZE)  # pixels per side
 
 
 class ZooCommand(click.Command):
     """Turns the zoo's errors, and bad option values, into one clear line on stderr (exit
-    status 2)."""
+    status 2). ``tensorflow=False``: a command that imports TensorFlow only where it needs
+    it (``zoo list``), so it answers in a fraction of a second."""
+
+    def __init__(self, *args, tensorflow: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tensorflow = tensorflow
 
     def parse_args(self, ctx, args):
         try:
@@ -34,12 +43,16 @@ class ZooCommand(click.Command):
     def invoke(self, ctx):
         from zoo.settings import ensure_legacy_keras
 
-        ensure_legacy_keras()  # TensorFlow's C++ start-up chatter kept off stderr (not for --help)
+        # TensorFlow's C++ start-up chatter kept off stderr (not for --help)
+        ensure_legacy_keras(import_now=self.tensorflow)
         try:
             return super().invoke(ctx)
         except ZooError as error:
             click.echo(f"Error: {error}", err=True)
             ctx.exit(2)
+        except KeyboardInterrupt as interrupt:  # Ctrl-C: say what was kept and how to go on
+            click.echo(f"\n{interrupt or 'Interrupted.'}", err=True)
+            ctx.exit(130)
 
 
 class ZooGroup(click.Group):
@@ -61,9 +74,9 @@ def image_size_option(help_text: str):
     """``--image-size N`` (and the hidden old spelling ``--input-size``, kept as an alias)."""
 
     def decorator(function):
-        function = click.option("--input-size", "input_size_alias", type=POSITIVE, default=None,
+        function = click.option("--input-size", "input_size_alias", type=IMAGE_SIZE, default=None,
                                 hidden=True)(function)
-        return click.option("--image-size", type=POSITIVE, default=None, help=help_text)(function)
+        return click.option("--image-size", type=IMAGE_SIZE, default=None, help=help_text)(function)
 
     return decorator
 

@@ -9,7 +9,7 @@ from zoo.cli._common import zoo_command, format_option, table
 from zoo.registry import LIST_KINDS
 
 
-@zoo_command("list")
+@zoo_command("list", tensorflow=False)
 @click.argument("pattern", default="*")
 @click.option("--kind", type=click.Choice(list(LIST_KINDS.values())),
               default="models", show_default=True, help="What to list.")
@@ -17,26 +17,21 @@ from zoo.registry import LIST_KINDS
 @format_option
 def list_command(pattern, kind, pretrained, fmt):
     """List registered models (or recipes, datasets, optimizers) matching PATTERN."""
-    from zoo import api as zoo
-    from zoo.data import DATASETS
-    from zoo.training import OPTIMIZERS, RECIPES
+    if kind == "models":  # from the static index: no TensorFlow, no model files (zoo/index.py)
+        from zoo.index import list_records
 
-    if kind == "models":
-        records = []
-        for name in zoo.list_models(pattern, pretrained=pretrained):
-            entry = zoo.get_entry(name)
-            top1 = entry.reported.get("imagenet2012", {}).get("top1")
-            records.append({
-                "name": name, "aliases": list(entry.aliases), "family": entry.family,
-                "paper": entry.paper.arxiv if entry.paper else "",
-                "imagenet_top1": top1, "weights": sorted(entry.weights),
-            })
+        records = list_records(pattern, pretrained=pretrained)
         rows = [(r["name"], ",".join(r["aliases"]), r["family"], r["paper"],
                  "" if r["imagenet_top1"] is None else f"{r['imagenet_top1']:.1f}",
                  ",".join(r["weights"])) for r in records]
         headers = ("name", "aliases", "family", "paper", "imagenet top-1 (reported)", "weights")
     else:
+        from zoo.settings import ensure_legacy_keras
+
+        ensure_legacy_keras()  # the other registries fill as their (TensorFlow) modules load
         from zoo.augment import AUGMENTATIONS
+        from zoo.data import DATASETS
+        from zoo.training import OPTIMIZERS, RECIPES
         from zoo.ssl import SSL_METHODS
 
         registry = {"recipes": RECIPES, "datasets": DATASETS, "optimizers": OPTIMIZERS,

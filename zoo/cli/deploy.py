@@ -23,19 +23,28 @@ SIZE_HELP = ("Square input size in pixels (default: the weights' own, else the p
 @image_size_option(SIZE_HELP)
 @click.option("--output", "-o", type=click.Path(), required=True,
               help="The .tflite file to write (written atomically).")
-def convert_command(name, weights, image_size, input_size_alias, output):
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+@format_option
+def convert_command(name, weights, image_size, input_size_alias, output, force, fmt):
     """Convert model NAME to a Larq Compute Engine flatbuffer (.tflite)."""
     from zoo import deploy
 
-    deploy.check_output(output)  # before minutes of work
+    deploy.check_output(output, force=force)  # before minutes of work
     model = deploy.build(name, weights, image_size_value(image_size, input_size_alias))
     safe, rewritten = deploy.lce_compatible(model)
     click.echo(f"converting {model.name} at input {tuple(model.input_shape[1:])}"
                f"{f' ({rewritten} zero-padded binary convs rewritten)' if rewritten else ''} ...",
                err=True)
     flatbuffer = deploy.convert(safe, rewrite=False)
-    deploy.write_flatbuffer(flatbuffer, output)
+    deploy.write_flatbuffer(flatbuffer, output, force=force)
     census = deploy.op_census(flatbuffer)
+    if fmt == "json":
+        click.echo(json.dumps({"model": model.name, "input_shape": list(model.input_shape[1:]),
+                               "output": str(output), "bytes": len(flatbuffer),
+                               "binary_convs": census["op_counts"].get("LceBconv2d", 0),
+                               "binary_fraction": census["binary_fraction"],
+                               "padding_rewrites": rewritten}, indent=2))
+        return
     click.echo(f"wrote {output} ({len(flatbuffer) / 2**20:.2f} MiB, "
                f"{census['op_counts'].get('LceBconv2d', 0)} binary convs, "
                f"{100 * census['binary_fraction']:.1f}% of MACs binary)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from zoo.cli._common import command_line, POSITIVE, zoo_command, format_option, image_size as image_size_value, image_size_option, parse_settings, print_ssl_results
+from zoo.cli._common import command_line, POSITIVE, POSITIVE_FLOAT, SEED, zoo_command, format_option, image_size as image_size_value, image_size_option, parse_settings, print_ssl_results
 
 
 @zoo_command("pretrain")
@@ -16,24 +16,24 @@ from zoo.cli._common import command_line, POSITIVE, zoo_command, format_option, 
 @click.option("--ssl", "method", default="moco", show_default=True,
               help="Self-supervised method (zoo list --kind ssl): moco (MoCo v2), simclr or byol.")
 @click.option("--unmix", is_flag=True, help="Add Un-Mix's image-mixture terms to the loss.")
-@click.option("--unmix-prob", type=float, default=0.5, show_default=True,
+@click.option("--unmix-prob", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Un-Mix: probability of a global mixup (else a CutMix box) per batch.")
 @click.option("--dataset", default="fashion_mnist", show_default=True)
 @click.option("--epochs", type=POSITIVE, default=10, show_default=True)
 @click.option("--batch-size", type=POSITIVE, default=256, show_default=True)
-@click.option("--lr", "learning_rate", type=float, default=None,
+@click.option("--lr", "learning_rate", type=POSITIVE_FLOAT, default=None,
               help="Peak learning rate (default: SGD 0.06 x batch/512, Adam 1e-3); cosine decay.")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
-@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
-@click.option("--output", type=click.Path(file_okay=False), default=None,
+@click.option("--weight-decay", type=click.FloatRange(0), default=5e-4, show_default=True)
+@click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
               help="Output directory (default: runs/NAME-METHOD-DATASET-TIME).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @image_size_option("Model input size (default: per dataset).")
 @click.option("--limit", type=POSITIVE, default=None, help="Use only the first N training images.")
 @click.option("--eval-limit", type=POSITIVE, default=None, help="Final kNN on the first N test images only.")
-@click.option("--knn-every", type=int, default=1, show_default=True,
+@click.option("--knn-every", type=click.IntRange(0), default=1, show_default=True,
               help="kNN monitor every N epochs (0: never) on --monitor-limit test images.")
-@click.option("--monitor-limit", type=int, default=1000, show_default=True)
+@click.option("--monitor-limit", type=POSITIVE, default=1000, show_default=True)
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Method setting, e.g. --set temperature=0.2 --set queue_size=4096 --set bn_splits=8.")
 @click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",

@@ -7,7 +7,7 @@ import click
 
 from zoo.cli._common import (
     command_line,
-    POSITIVE,
+    POSITIVE, POSITIVE_FLOAT, SEED,
     zoo_command,
     format_option, image_size as image_size_value, image_size_option, parse_settings,
     print_results, print_ssl_results,
@@ -22,10 +22,10 @@ from zoo.settings import EVAL_BATCH_SIZE
 @click.option("--recipe", default=None, help="Recipe name; default: the model's own.")
 @click.option("--epochs", type=POSITIVE, default=None, help="Epochs per stage (default: the recipe's).")
 @click.option("--batch-size", type=POSITIVE, default=None, help="Batch size (default: the recipe's).")
-@click.option("--lr", "learning_rate", type=float, default=None, help="Peak learning rate.")
-@click.option("--output", type=click.Path(file_okay=False), default=None,
+@click.option("--lr", "learning_rate", type=POSITIVE_FLOAT, default=None, help="Peak learning rate.")
+@click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: runs/NAME-DATASET-TIME).")
-@click.option("--seed", type=int, default=None, help="Random seed (default: 0).")
+@click.option("--seed", type=SEED, default=None, help="Random seed (default: 0).")
 @image_size_option("Model input size (default: per dataset).")
 @click.option("--limit", type=POSITIVE, default=None, help="Use only the first N training images.")
 @click.option("--eval-limit", type=POSITIVE, default=None, help="Use only the first N test images.")
@@ -73,14 +73,17 @@ def train(name, dataset, recipe, epochs, batch_size, learning_rate, output, seed
 @click.option("--dataset", default=None, help="Dataset (default: the weights' own, else fashion_mnist).")
 @click.option("--batch-size", type=POSITIVE, default=EVAL_BATCH_SIZE, show_default=True)
 @image_size_option("Model input size (default: as trained).")
-@click.option("--limit", type=POSITIVE, default=None, help="Evaluate only the first N test images.")
+@click.option("--eval-limit", type=POSITIVE, default=None, help="Evaluate only the first N test images.")
+@click.option("--limit", "limit_alias", type=POSITIVE, default=None, hidden=True)  # the old name
 @click.option("--linear-probe", is_flag=True,
               help="A `zoo pretrain` backbone (--weights DIR): linear classifier on frozen features.")
 @click.option("--knn", is_flag=True,
               help="A `zoo pretrain` backbone (--weights DIR): weighted kNN (k=200, t=0.1) accuracy.")
 @format_option
-def evaluate(name, weights, dataset, batch_size, image_size, input_size_alias, limit, linear_probe, knn, fmt):
+def evaluate(name, weights, dataset, batch_size, image_size, input_size_alias, eval_limit, limit_alias,
+             linear_probe, knn, fmt):
     """Top-1 / top-5 accuracy and loss of model NAME on a dataset's test split."""
+    limit = eval_limit if eval_limit is not None else limit_alias
     from zoo.runs import load_for_evaluation
     from zoo.training.evaluate import evaluate_model
 

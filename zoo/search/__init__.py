@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from zoo.registry import Registry
+from zoo.schema import Field, Schema
+from zoo.settings import MAX_IMAGE_SIZE, MAX_SEED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,8 +103,31 @@ class SearchConfig:
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)  # --set KEY=VALUE
 
     def __post_init__(self):
+        checked = SEARCH_SCHEMA.check(
+            {f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+            "--{option} {value}")
+        for key, value in checked.items():
+            setattr(self, key, value)
         if self.output is not None:
             self.output = Path(self.output)
+        # one name with `zoo train --set`: learning_rate (lr, the methods' own key, kept)
+        if "learning_rate" in self.extra:
+            self.extra["lr"] = self.extra.pop("learning_rate")
+
+
+_COUNT = dict(kind="int", low=1)
+SEARCH_SCHEMA = Schema("a search", [
+    Field("dataset", "str"), Field("output", "any", optional=True),
+    Field("supernet_epochs", "int", low=0, optional=True),
+    Field("max_ops", "float", low=0, low_open=True, optional=True),
+    Field("population", **_COUNT), Field("generations", **_COUNT), Field("top_k", **_COUNT),
+    Field("mutations", "int", low=0), Field("crossovers", "int", low=0),
+    Field("mutation_prob", "float", low=0, high=1), Field("batch_size", **_COUNT),
+    Field("image_size", "int", low=1, high=MAX_IMAGE_SIZE, optional=True),
+    Field("limit", optional=True, **_COUNT), Field("eval_limit", optional=True, **_COUNT),
+    Field("seed", "int", low=0, high=MAX_SEED), Field("random_baseline", **_COUNT),
+    Field("recalibration_batches", "int", low=0, optional=True), Field("extra", "dict"),
+])
 
 
 @dataclasses.dataclass

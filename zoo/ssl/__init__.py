@@ -7,9 +7,9 @@ frozen features). ``zoo list --kind ssl`` lists the methods.
 """
 from __future__ import annotations
 
-import inspect
 
-from zoo.registry import FactoryEntry, Registry, check_arguments
+from zoo.registry import FactoryEntry, Registry
+from zoo.schema import check_call_arguments
 from zoo.ssl.byol import BYOL
 from zoo.ssl.moco import MoCo
 from zoo.ssl.simclr import SimCLR
@@ -29,8 +29,7 @@ SSL_METHODS.register("byol", SSLEntry(
 def get_method(name: str, **args):
     """A configured SSL method; ``args`` are its hyper-parameters (``--set KEY=VALUE``)."""
     entry = SSL_METHODS.get(name)
-    allowed = set(inspect.signature(entry.factory.__init__).parameters) - {"self"}
-    check_arguments(entry.name, args, allowed, " (--set KEY=VALUE)")
+    args = check_call_arguments(entry.name, entry.factory.__init__, args, " (--set KEY=VALUE)")
     return entry.factory(**args)
 
 

@@ -76,10 +76,15 @@ class TrainingState(tf.keras.callbacks.Callback):
 
 
 class EpochSummary(tf.keras.callbacks.Callback):
-    """Appends one row per epoch to summary.csv (all stages in one file)."""
+    """Appends one row per epoch to summary.csv (all stages in one file).
+
+    ``val_train_loss`` is the training objective (label smoothing, distillation included)
+    on the test images, Keras' ``val_loss``: not the plain cross-entropy that results.json
+    calls ``loss``, hence another name."""
 
     FIELDS = ["epoch", "stage", "stage_epoch", "lr", "loss", "accuracy", "top5",
-              "val_loss", "val_accuracy", "val_top5", "seconds"]
+              "val_train_loss", "val_accuracy", "val_top5", "seconds"]
+    RENAMED = {"val_loss": "val_train_loss"}  # Keras' log key -> summary.csv column
 
     def __init__(self, path: Path, stage: str, epoch_offset: int,
                  guard: Optional[NonFiniteLossGuard] = None):
@@ -101,9 +106,10 @@ class EpochSummary(tf.keras.callbacks.Callback):
             "lr": float(tf.keras.backend.get_value(lr)),
             "seconds": round(time.time() - self._start, 2),
         }
-        for key in self.FIELDS:
-            if key in logs:
-                value = float(logs[key])
+        for log_key, value in logs.items():
+            key = self.RENAMED.get(log_key, log_key)
+            if key in self.FIELDS and key not in row:
+                value = float(value)
                 row[key] = 100.0 * value if "accuracy" in key or "top5" in key else value
         new = not self.path.exists()
         with self.path.open("a", newline="") as handle:

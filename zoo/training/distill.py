@@ -3,6 +3,7 @@ teacher's output distribution (arXiv 2003.03488 §4.2)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 import tensorflow as tf
 
@@ -117,6 +118,10 @@ def load_teacher(teacher: str, input_shape, num_classes: int):
         get_entry(name)
         model = load(name, weights=weights, input_shape=input_shape, num_classes=num_classes)
         shape = tuple(input_shape)
+    elif os.sep in str(teacher) or str(teacher).startswith(("~", ".")) or path.suffix in (".h5", ".keras"):
+        raise InvalidInputError(
+            f"--teacher {teacher}: no such file or directory. Pass an existing `zoo train` run "
+            f"directory, a saved Keras model file or NAME:WEIGHTS.")
     else:
         get_entry(teacher)  # a clear error for unknown names
         raise InvalidInputError(

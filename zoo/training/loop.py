@@ -36,6 +36,7 @@ from zoo.training.evaluate import evaluate_model
 from zoo.training.losses import SparseCrossentropy, add_weight_decay, classification_metrics
 from zoo.training.optimizers import StageSchedule, get_optimizer
 from zoo.training.recipes import Recipe, Stage, get_recipe
+from zoo.training.validation import check_train_config, resolve_recipe
 from zoo.training.resume import (
     checkpointed_epochs, resumable_run, resume_point, resume_settings, state_directory, trim_summary,
 )
@@ -126,8 +127,9 @@ def _plan(config: TrainConfig) -> _Plan:
                      settings["augment_args"] if settings["augment"] else config.augment_args,
                      saved)
     spec = zdata.get_dataset(config.dataset or "fashion_mnist")
-    recipe = get_recipe(config.recipe or entry.default_recipe).for_model(entry.name).resolve(
-        epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
+    recipe = resolve_recipe(
+        get_recipe(config.recipe or entry.default_recipe).for_model(entry.name), epochs=config.epochs,
+        batch_size=config.batch_size, learning_rate=config.learning_rate,
         stage_overrides=config.stage_overrides)
     input_shape = zdata.input_shape_for(spec, entry, config.image_size)
     if min(input_shape[:2]) < entry.min_input_size:
@@ -156,7 +158,24 @@ def train(config=None, /, *args, **kwargs) -> Dict[str, Any]:
         raise TypeError("train(TrainConfig(...), ...) takes changes as keywords only.")
     elif kwargs:
         config = dataclasses.replace(config, **kwargs)
+    config = check_train_config(config)  # every value in range before anything is created
     plan = _plan(config)
+    try:
+        with zdata.named_image_errors(plan.spec):
+            return _run(config, plan)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_interrupted_message(plan)) from None
+
+
+def _interrupted_message(plan: _Plan) -> str:
+    """What Ctrl-C leaves: a run that continues with --resume, or nothing (no_partial_run)."""
+    if checkpointed_epochs(plan.output, plan.recipe.stages[0])[1] is None:
+        return "Interrupted before the first epoch finished: nothing was kept."
+    return (f"Interrupted: `zoo train {plan.entry.name} --resume {plan.output}` continues the run "
+            f"from its last finished epoch.")
+
+
+def _run(config: TrainConfig, plan: _Plan) -> Dict[str, Any]:
     entry, spec, recipe, input_shape, output = (plan.entry, plan.spec, plan.recipe,
                                                 plan.input_shape, plan.output)
     dist = zdist.get_strategy(config.strategy)  # multiworker: before TensorFlow runs anything else
@@ -171,6 +190,10 @@ def train(config=None, /, *args, **kwargs) -> Dict[str, Any]:
         raise InvalidInputError(
             f"Recipe {recipe.name!r} trains with a distributional loss: pass --teacher (a run "
             f"directory of a trained real-valued model), or --set distill=false for plain cross-entropy.")
+    if plan.teacher and not needs_teacher:
+        raise InvalidInputError(
+            f"--teacher {plan.teacher}: recipe {recipe.name!r} does not distill (no stage has "
+            f"distill=true), so the teacher would be ignored; drop --teacher, or add --set distill=true.")
     teacher_model = None
     if plan.teacher and needs_teacher:
         from zoo.training.distill import load_teacher

@@ -4,6 +4,8 @@ from __future__ import annotations
 import larq as lq
 import tensorflow as tf
 
+from zoo.metrics import PredictedClasses, StrictTopK
+
 
 class SparseCrossentropy(tf.keras.losses.Loss):
     """Cross-entropy on integer labels, with optional label smoothing."""
@@ -24,11 +26,14 @@ class SparseCrossentropy(tf.keras.losses.Loss):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
-def classification_metrics(num_classes: int):
-    return [
+def classification_metrics(num_classes: int, predicted_classes: bool = False):
+    """Top-1 and top-5 accuracy (top-5 without ties, zoo.metrics.StrictTopK); with
+    ``predicted_classes``, also how many classes the model predicts (evaluation)."""
+    metrics = [
         tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-        tf.keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
+        StrictTopK(k=min(5, num_classes), name="top5"),
     ]
+    return metrics + ([PredictedClasses(num_classes)] if predicted_classes else [])
 
 
 def add_weight_decay(model, weight_decay: float) -> None:

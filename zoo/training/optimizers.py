@@ -11,6 +11,7 @@ import tensorflow as tf
 from zoo.registry import Registry
 
 OPTIMIZERS: Registry[Callable] = Registry("optimizer")
+SCHEDULES = ("linear", "cosine", "step", "constant")  # the kinds of StageSchedule
 
 
 def register_optimizer(name: str, aliases=()):
@@ -49,7 +50,7 @@ class StageSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
         self.milestones = tuple(int(m) for m in milestones)
         self.gamma = float(gamma)
         self.warmup_steps = int(warmup_steps)
-        if kind not in ("linear", "cosine", "step", "constant"):
+        if kind not in SCHEDULES:
             raise ValueError(f"Unknown schedule {kind!r}: use linear, cosine, step or constant.")
 
     def __call__(self, step):

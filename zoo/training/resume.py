@@ -15,6 +15,7 @@ from zoo.api import get_entry
 from zoo.errors import InvalidInputError, ZooError
 from zoo.training.callbacks import EpochSummary
 from zoo.training.recipes import Recipe, Stage, get_recipe
+from zoo.training.validation import check_stage, resolve_recipe
 
 
 def state_directory(run_dir: Path, stage: Stage) -> Path:
@@ -59,7 +60,7 @@ def recipe_from_config(config: Dict[str, Any]) -> Recipe:
     for values in saved["stages"]:
         values = {key: value for key, value in values.items() if key in fields}
         values["milestones"] = tuple(values.get("milestones") or ())
-        stages.append(Stage(**values))
+        stages.append(check_stage(Stage(**values), saved["name"], "config.json"))
     return Recipe(name=saved["name"], description=saved.get("description", ""), stages=stages)
 
 
@@ -86,7 +87,7 @@ def resume_settings(entry, config: Dict[str, Any], folder: Path, given: Dict[str
         differs("model settings", given["model_overrides"], config.get("model_overrides") or {})
     if given["recipe"] is not None:
         differs("--recipe", get_recipe(given["recipe"]).name, recipe.name)
-    again = recipe.resolve(epochs=given["epochs"], batch_size=given["batch_size"],
+    again = resolve_recipe(recipe, epochs=given["epochs"], batch_size=given["batch_size"],
                            learning_rate=given["learning_rate"], stage_overrides=given["stage_overrides"])
     for before, after in zip(recipe.stages, again.stages):
         for field in dataclasses.fields(Stage):
