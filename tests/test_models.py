@@ -258,3 +258,47 @@ def test_input_multiple_is_enforced_and_the_pipeline_pads_to_it():
     assert zdata.input_shape_for(fmnist, zoo.get_entry("birealnet18")) == (28, 28, 3)
     model = zoo.load("binary_resnet_e18", input_shape=(40, 40, 3), num_classes=10)
     assert model.output_shape == (None, 10)
+
+
+def _binary_convs(model):
+    return [layer for layer in model.layers if isinstance(layer, lq.layers.QuantConv2D)
+            and layer.input_quantizer is not None]
+
+
+def test_birealnet_ablation_plain_resnet_has_one_shortcut_per_two_convs():
+    shape = (32, 32, 3)
+    bireal = zoo.load("birealnet18", input_shape=shape, num_classes=10)
+    plain = zoo.load("birealnet18", input_shape=shape, num_classes=10, shortcut="per_two_convs")
+    adds = lambda m: sum(isinstance(layer, tf.keras.layers.Add) for layer in m.layers)  # noqa: E731
+    assert (adds(bireal), adds(plain)) == (16, 8)  # 16 binary convs either way
+    assert len(_binary_convs(bireal)) == len(_binary_convs(plain)) == 16
+    assert bireal.count_params() == plain.count_params()
+    # the plain ResNet's first block: the second conv reads the first one's BN output
+    convs = _binary_convs(plain)
+    assert isinstance(convs[1].input.node.layer, tf.keras.layers.BatchNormalization)
+    assert isinstance(_binary_convs(bireal)[1].input.node.layer, tf.keras.layers.Add)
+    with pytest.raises(ValueError, match="per_two_convs"):
+        zoo.load("birealnet50", input_shape=shape, num_classes=10, shortcut="per_two_convs")
+
+
+def test_birealnet_ablation_ste_sign_activation_and_plain_sign_weights():
+    shape = (32, 32, 3)
+    model = zoo.load("birealnet18", input_shape=shape, num_classes=10, activation="ste_sign",
+                     binary_weights="sign")
+    conv = _binary_convs(model)[0]
+    assert isinstance(conv.input_quantizer, lq.quantizers.SteSign)
+    assert isinstance(conv.kernel_quantizer, lq.quantizers.SteSign)
+    # straight-through gradient 1 at |x| = 0.25, ApproxSign's is 2 - 2 * 0.25 = 1.5
+    x = tf.constant([0.25, -0.25, 2.0])
+    for quantizer, expected in ((conv.input_quantizer, [1.0, 1.0, 0.0]),
+                                (lq.quantizers.ApproxSign(), [1.5, 1.5, 0.0])):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = quantizer(x)
+        np.testing.assert_allclose(tape.gradient(y, x).numpy(), expected)
+    # plain sign weights are +-1; the magnitude-aware ones are scaled by mean |W| per channel
+    kernel = tf.constant(conv.kernel.numpy())
+    np.testing.assert_array_equal(np.abs(conv.kernel_quantizer(kernel).numpy()), 1.0)
+    scaled = lq.quantizers.MagnitudeAwareSign()(kernel).numpy()
+    np.testing.assert_allclose(np.abs(scaled)[..., 0], np.mean(np.abs(kernel.numpy()[..., 0])),
+                               rtol=1e-5)

@@ -336,3 +336,30 @@ def test_release_switch_resets_only_the_binary_kernels_after_the_transfer():
             assert abs(float(np.mean(after.numpy()))) < 0.5
         else:
             np.testing.assert_array_equal(before.numpy(), after.numpy())
+
+
+@pytest.mark.parametrize("name", ["reactnet18", "reactnet_a"])
+def test_sign_prelu_baseline_drops_only_the_learnable_shifts(name):
+    shape = (32, 32, 3)
+    react = zoo.load(name, input_shape=shape, num_classes=10)
+    plain = zoo.load(name, input_shape=shape, num_classes=10, activations="sign_prelu")
+    rprelus = [layer for layer in react.layers if isinstance(layer, RPReLU)]
+    prelus = [layer for layer in plain.layers if isinstance(layer, tf.keras.layers.PReLU)]
+    assert len(rprelus) == len(prelus) > 0
+    assert not any(isinstance(layer, RPReLU) for layer in plain.layers)
+    convs = [layer for layer in plain.layers if isinstance(layer, lq.layers.QuantConv2D)]
+    assert not any(isinstance(c.input_quantizer, RSign) for c in convs)
+    # per layer: RPReLU has 3 vectors (shift, slope, shift), PReLU 1; RSign's shift goes
+    rsign_shifts = sum(int(c.input_quantizer.bias.shape[0]) for c in
+                       [layer for layer in react.layers if isinstance(layer, lq.layers.QuantConv2D)]
+                       if isinstance(c.input_quantizer, RSign))
+    rsign_shifts += sum(int(layer.bias.shape[0]) for layer in react.layers if isinstance(layer, RSign))
+    shifts = sum(2 * int(layer.alpha.shape[0]) for layer in rprelus)
+    assert react.count_params() - plain.count_params() == shifts + rsign_shifts
+    # PReLU: slope 0.25 per channel, shared over height and width
+    prelu = prelus[0]
+    np.testing.assert_allclose(prelu.get_weights()[0], 0.25)
+    x = tf.constant([[[[-2.0] * prelu.get_weights()[0].shape[-1]]]])
+    np.testing.assert_allclose(prelu(x).numpy(), -0.5)
+    with pytest.raises(ValueError, match="activations"):
+        zoo.load(name, input_shape=shape, num_classes=10, activations="relu")

@@ -14,6 +14,12 @@ one to one. ``weight_gradient`` picks the binary kernels' gradient:
 alpha * 1{|w| <= 1} * g, with ``weight_clip``; the Adam recipes) or ``"clip"``
 (the released code: alpha detached, 1{|w| < 1} * g, no constraint; the SGD
 recipe ``birealnet_two_step``, whose LR 0.01 was tuned on it).
+
+The paper's ablations (BIREAL §4.2) are switches of the same builder:
+``shortcut="per_two_convs"`` gives the plain binary ResNet (one shortcut around
+each pair of binary convs, basic depths only), ``activation="ste_sign"`` the
+straight-through sign instead of ApproxSign, ``binary_weights="sign"`` plain
+sign weights instead of the magnitude-aware ones.
 """
 from __future__ import annotations
 
@@ -36,11 +42,13 @@ def _activation(name: str):
         return "approx_sign"
     if name == "relu":  # real-valued pre-training step 1: ReLU from scratch (BIREAL README)
         return zl.Relu()
+    if name == "ste_sign":  # the straight-through sign that ApproxSign replaces (ablation)
+        return "ste_sign"
     if name == "clip":  # real-valued pre-training with clip(-1, x, 1) (BIREAL README step 3)
         return zl.Clip()
     if name == "leaky_clip":  # pre-training step 2: slope 0.1 outside [-1, 1]
         return zl.Clip(slope=0.1)
-    raise ValueError(f"activation must be 'approx_sign', 'relu', 'clip' or 'leaky_clip', got {name!r}")
+    raise ValueError(f"activation must be 'approx_sign', 'ste_sign', 'relu', 'clip' or 'leaky_clip', got {name!r}")
 
 
 def _kernel(weight_gradient: str):
@@ -69,6 +77,9 @@ class _Convs:
         if self.binary_weights == "latent_free":
             # weights stored as +-1 and flipped by Bop (arXiv 1906.02107), no latent weights
             kw = dict(kernel_quantizer=lq.quantizers.NoOp(precision=1), kernel_constraint=None)
+        elif self.binary_weights == "sign":
+            # plain sign of the latent weights, without the magnitude-aware scale (ablation)
+            kw = dict(kernel_quantizer="ste_sign", kernel_constraint="weight_clip")
         elif not self.binary_weights:
             kw = dict(kernel_quantizer=None, kernel_constraint=None)
         x = zl.quant_conv(
@@ -92,13 +103,25 @@ def _stem(inputs, convs: _Convs):
     return tf.keras.layers.MaxPool2D(3, strides=2, padding="same")(x)
 
 
-def _basic_body(x, repeats, convs: _Convs):
+SHORTCUTS = ("per_conv", "per_two_convs")
+
+
+def _basic_body(x, repeats, convs: _Convs, shortcut: str = "per_conv"):
+    """Bi-Real's shortcut around every binary conv, or (``per_two_convs``) the plain
+    ResNet's around each pair of them; the same convs and shortcut weights either way."""
     for stage, blocks in enumerate(repeats):
         filters = 64 * 2**stage
-        for block in range(blocks):
-            strides = 2 if stage > 0 and block == 0 else 1
-            shortcut = x if x.shape[-1] == filters else convs.shortcut(x, filters, strides)
-            x = tf.keras.layers.add([convs.binary(x, filters, 3, strides), shortcut])
+        if shortcut == "per_conv":
+            for block in range(blocks):
+                strides = 2 if stage > 0 and block == 0 else 1
+                identity = x if x.shape[-1] == filters else convs.shortcut(x, filters, strides)
+                x = tf.keras.layers.add([convs.binary(x, filters, 3, strides), identity])
+            continue
+        for pair in range(blocks // 2):
+            strides = 2 if stage > 0 and pair == 0 else 1
+            identity = x if x.shape[-1] == filters else convs.shortcut(x, filters, strides)
+            y = convs.binary(convs.binary(x, filters, 3, strides), filters, 3)
+            x = tf.keras.layers.add([y, identity])
     return x
 
 
@@ -146,7 +169,8 @@ def birealnet(
     input_tensor=None,
     num_classes: int = 1000,
     activation: str = "approx_sign",
-    binary_weights=True,  # True | False (real, for pre-training) | "latent_free" (for Bop)
+    binary_weights=True,  # True | False (real, for pre-training) | "latent_free" (for Bop) | "sign"
+    shortcut: str = "per_conv",  # "per_two_convs": the plain binary ResNet (ablation, 18/34 only)
     bn_momentum: float = 0.8,  # larq-zoo's Bi-Real Net (Keras); PyTorch code uses 0.9 (= 0.1 there)
     bn_epsilon: float = 1e-3,
     kernel_initializer="glorot_normal",
@@ -155,12 +179,15 @@ def birealnet(
     """Build a Bi-Real Net of the given depth (18, 34, 50, 101 or 152)."""
     if depth not in BASIC_REPEATS and depth not in BOTTLENECK_REPEATS:
         raise ValueError(f"Bi-Real Net depth must be one of 18, 34, 50, 101, 152; got {depth}.")
+    if shortcut not in SHORTCUTS or (shortcut != "per_conv" and depth not in BASIC_REPEATS):
+        raise ValueError(f"shortcut must be one of {SHORTCUTS} ('per_two_convs' for depth 18 or "
+                         f"34 only), got {shortcut!r} for depth {depth}.")
     convs = _Convs(activation, binary_weights, bn_momentum, bn_epsilon, kernel_initializer,
                    weight_gradient)
     inputs = zl.image_input(input_shape, input_tensor)
     x = _stem(inputs, convs)
     if depth in BASIC_REPEATS:
-        x = _basic_body(x, BASIC_REPEATS[depth], convs)
+        x = _basic_body(x, BASIC_REPEATS[depth], convs, shortcut)
     else:
         x = _bottleneck_body(x, BOTTLENECK_REPEATS[depth], convs)
     if include_top:

@@ -31,6 +31,10 @@ of padding on every side of a strided 3x3 conv, three around the 7x7 stem), thro
 TF's "same" convs on the input turned by 180 degrees (:class:`zoo.layers.Rotate180`;
 the imported kernels are turned too), so LCE still converts every binary conv natively.
 ``width_multiplier`` scales every width (1.0: the paper's; smaller for tests).
+
+``activations="sign_prelu"`` is the paper's baseline of its RSign / RPReLU
+ablation on the same backbone: the sign without the learnable shift (the same
+ApproxSign gradient) and a per-channel PReLU (slope 0.25) without the shifts.
 """
 from __future__ import annotations
 
@@ -50,13 +54,21 @@ RESNET18_REPEATS = (4, 4, 4, 4)
 DOUBLING_CONVS = {"a": "binary", "b": "real_group4", "c": "real"}
 
 
-class _Builder:
-    """Layer factory for one network: binary or real kernels, BN settings, init."""
+ACTIVATIONS = ("react", "sign_prelu")
 
-    def __init__(self, binary_weights, bn_momentum, bn_epsilon, kernel_initializer):
+
+class _Builder:
+    """Layer factory for one network: binary or real kernels, RSign / RPReLU or their
+    shift-free baselines, BN settings, init."""
+
+    def __init__(self, binary_weights, bn_momentum, bn_epsilon, kernel_initializer,
+                 activations="react"):
         if not isinstance(binary_weights, bool):
             raise ValueError(f"binary_weights must be True or False, got {binary_weights!r}.")
+        if activations not in ACTIVATIONS:
+            raise ValueError(f"activations must be one of {ACTIVATIONS}, got {activations!r}.")
         self.binary_weights = binary_weights
+        self.react = activations == "react"
         self.bn = dict(momentum=bn_momentum, epsilon=bn_epsilon)
         self.initializer = kernel_initializer
 
@@ -68,10 +80,21 @@ class _Builder:
             weights = dict(kernel_quantizer=None, kernel_constraint=None)
         x = zl.quant_conv(
             x, filters, kernel_size, strides,
-            input_quantizer=input_quantizer if input_quantizer is not None else zl.RSign(),
+            input_quantizer=input_quantizer if input_quantizer is not None else self.sign(),
             kernel_initializer=self.initializer, name=name, **weights,
         )
         return zl.batch_norm(x, name=None if name is None else f"{name}_bn", **self.bn)
+
+    def sign(self, name=None):
+        """RSign, or the plain sign with the same ApproxSign gradient (``sign_prelu``)."""
+        return zl.RSign(name=name) if self.react else lq.quantizers.ApproxSign(name=name)
+
+    def prelu(self, name=None):
+        """RPReLU, or a per-channel PReLU with the same slope init (``sign_prelu``)."""
+        if self.react:
+            return zl.RPReLU(name=name)
+        return tf.keras.layers.PReLU(alpha_initializer=tf.keras.initializers.Constant(0.25),
+                                     shared_axes=[1, 2], name=name)
 
     def real_conv(self, x, filters, kernel_size, strides=1, groups=1, name=None):
         x = zl.real_conv(x, filters, kernel_size, strides, name=name, groups=groups,
@@ -89,7 +112,7 @@ def _mobilenet_block(x, filters, strides, doubling, b: _Builder, name):
         shortcut = tf.keras.layers.AvgPool2D(2, strides=2, padding="same",
                                              name=f"{name}_pool")(x)
     y = tf.keras.layers.Add(name=f"{name}_add1")([y, shortcut])
-    y = zl.RPReLU(name=f"{name}_rprelu1")(y)
+    y = b.prelu(name=f"{name}_rprelu1")(y)
 
     # 1x1 part
     if filters == channels:
@@ -99,7 +122,7 @@ def _mobilenet_block(x, filters, strides, doubling, b: _Builder, name):
         if doubling == "binary":
             # one RSign shared by both branches (the official code's `move21`); the convs take
             # its +-1 output as is and are marked 1-bit for the cost count
-            signs = zl.RSign(name=f"{name}_rsign2")(y)
+            signs = b.sign(name=f"{name}_rsign2")(y)
             branches = [
                 b.binary_conv(signs, channels, 1, input_quantizer=lq.quantizers.NoOp(precision=1),
                               name=f"{name}_conv1x1_{i}")
@@ -115,7 +138,7 @@ def _mobilenet_block(x, filters, strides, doubling, b: _Builder, name):
     else:
         raise ValueError(f"A ReActNet block maps {channels} channels to {channels} or "
                          f"{2 * channels}, not {filters}.")
-    return zl.RPReLU(name=f"{name}_rprelu2")(z)
+    return b.prelu(name=f"{name}_rprelu2")(z)
 
 
 def _scaled(width: int, width_multiplier: float) -> int:
@@ -143,8 +166,9 @@ def _reactnet_mobilenet(
     kernel_initializer="glorot_normal",
     padding="same",
     width_multiplier=1.0,
+    activations="react",  # "sign_prelu": the paper's ablation baseline
 ):
-    b = _Builder(binary_weights, bn_momentum, bn_epsilon, kernel_initializer)
+    b = _Builder(binary_weights, bn_momentum, bn_epsilon, kernel_initializer, activations)
     inputs = zl.image_input(input_shape, input_tensor)
     widths = [_scaled(w, width_multiplier) for w in WIDTHS]
     # stem: real-valued 3x3/2 conv -> BN, no activation (official `firstconv3x3`)
@@ -210,9 +234,10 @@ def reactnet18(
     kernel_initializer="glorot_normal",
     padding="same",
     width_multiplier=1.0,
+    activations="react",  # "sign_prelu": the paper's ablation baseline
 ):
     """ReAct-ResNet-18: Bi-Real Net-18 with RSign before and RPReLU after every binary conv."""
-    b = _Builder(binary_weights, bn_momentum, bn_epsilon, kernel_initializer)
+    b = _Builder(binary_weights, bn_momentum, bn_epsilon, kernel_initializer, activations)
     inputs = zl.image_input(input_shape, input_tensor)
     # stem as Bi-Real-18: real 7x7/2 conv -> BN -> 3x3/2 max-pool, no activation
     x = b.real_conv(_turn(inputs, padding, "turn_input"), _scaled(64, width_multiplier), 7,
@@ -232,7 +257,7 @@ def reactnet18(
                 shortcut = b.real_conv(shortcut, filters, 1, name=f"{name}_downsample")
             y = b.binary_conv(x, filters, 3, strides, name=f"{name}_conv3x3")
             y = tf.keras.layers.Add(name=f"{name}_add")([y, shortcut])
-            x = zl.RPReLU(name=f"{name}_rprelu")(y)
+            x = b.prelu(name=f"{name}_rprelu")(y)
     if include_top:
         x = zl.classifier_head(x, num_classes)
     else:
