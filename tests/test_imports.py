@@ -32,12 +32,22 @@ LAYOUTS = {
     "reactnet_a_adambnn": ("reactnet_a", "adambnn"),
     "reactnet18_official": ("reactnet18", "official"),
     "spos_official": ("spos", "official"),
+    # MetaPruning's V1 layout with the genome and width read from the file (the 0.5x and
+    # 0.25x releases' way; the 0.75x entry fills the same layers: its full-size key list)
+    "metapruning_v1_official": ("metapruning_mobilenet_v1", "0.5x"),
 }
+# fixture -> (model, source) whose full-size release the key list (*.keys.json) is
+FULL_SIZE = {**LAYOUTS, "metapruning_v1_official": ("metapruning_mobilenet_v1_0_75", "official")}
+# the genome the MetaPruning fixture was made with (make_torch_fixtures.py: rngs of
+# layers 1-12, the stem's last), at 1/8 width, in the zoo's slot order
+METAPRUNING_FIXTURE_RNGS = (13, 30, 12, 0, 25, 7, 19, 30, 2, 14, 21, 9, 17)
 
 
 def _block_ends(model_name):
     if model_name == "spos":
         return ["stem_act"] + [f"layer{i}_concat" for i in range(20)] + ["last_act"]
+    if model_name == "metapruning_mobilenet_v1":
+        return ["stem_act"] + [f"block{i}_pw_act" for i in range(1, 14)]
     if model_name == "reactnet_a":
         return ["stem_conv_bn"] + [f"block{i}_rprelu2" for i in range(1, 14)]
     return ["stem_pool"] + [f"stage{s}_block{b}_rprelu" for s in range(1, 5) for b in range(1, 5)]
@@ -100,11 +110,11 @@ def test_end_to_end_same_classes_as_pytorch(imported):
     assert np.corrcoef(np.log(probs).ravel(), log_probs.ravel())[0, 1] >= 0.999
 
 
-@pytest.mark.parametrize("name", sorted(LAYOUTS))
+@pytest.mark.parametrize("name", sorted(FULL_SIZE))
 def test_full_size_release_keys_fill_the_full_size_model(name):
     """The complete key/shape list of each release fills the full-size model: no tensor
     missing, none left over."""
-    model_name, source = LAYOUTS[name]
+    model_name, source = FULL_SIZE[name]
     release = get_release(model_name, source)
     keys = json.loads((FIXTURES / f"{name}.keys.json").read_text())
     shapes = {k[len("module."):]: tuple(v) for k, v in keys.items()}
@@ -113,10 +123,105 @@ def test_full_size_release_keys_fill_the_full_size_model(name):
     assert not {"width", "width_multiplier"} & set(overrides) and classes == 1000
     if model_name == "spos":  # the release's architecture, read from the file
         assert overrides["arch"] == "21012020202300003233-" + "4" * 20
+    if model_name == "metapruning_mobilenet_v1_0_75":  # the release's genome, in our entry
+        assert overrides == {"padding": "symmetric"}
     plan = match(model, LAYOUT_RULES[release.layout][0](model, source), shapes)
     assert len(plan) == len(model.weights)
     used = {rule.key for rule, _ in plan}
     assert {k for k in shapes if not k.endswith("num_batches_tracked")} == used
+
+
+def test_metapruning_genome_is_read_from_the_file():
+    """The 0.5x/0.25x way: each layer's width read from its tensors gives the genome and
+    width the fixture was made with (the stem reads the release's last gene); the 0.75x
+    release's key list read that way gives the 0.75x entry's widths."""
+    from zoo.imports.metapruning import v1_overrides
+    from zoo.models.metapruning import V1_0_75_ARCH, network_spec, parse_arch
+
+    state = read_state_dict(FIXTURES / "metapruning_v1_official.pth.tar")
+    found = v1_overrides({k: v.shape for k, v in state.items()})
+    rngs = METAPRUNING_FIXTURE_RNGS
+    spec = network_spec("v1", 0.125)
+    wanted = spec.channels([10 + 3 * r for r in (rngs[-1],) + rngs[:-1]])
+    width, body = found["arch"].split("x:")
+    assert float(width) == 0.125 and found["num_classes"] == 10
+    assert spec.channels(parse_arch(body, spec)) == wanted
+    # stem: rngs[-1] = 17 -> 61% of 4; layer 1: rngs[0] = 13 -> 49% of 8; layer 2: 100% of 16
+    assert wanted[:3] == (2, 3, 16)
+    keys = json.loads((FIXTURES / "metapruning_v1_official.keys.json").read_text())
+    full = v1_overrides({k[len("module."):]: v for k, v in keys.items()})
+    v1 = network_spec("v1")
+    assert v1.channels(parse_arch(full["arch"], v1)) == v1.channels(parse_arch(V1_0_75_ARCH, v1))
+    # as evaluating/mobilenet_v1.py: the stem at rngs[-1] = 29 (97%), layer 1 at rngs[0] = 28 (94%)
+    assert v1.channels(parse_arch(V1_0_75_ARCH, v1))[:2] == (31, 60)
+
+
+def test_metapruning_refuses_widths_no_ratio_gives():
+    from zoo.imports.metapruning import v1_overrides
+
+    keys = json.loads((FIXTURES / "metapruning_v1_official.keys.json").read_text())
+    shapes = {k[len("module."):]: tuple(v) for k, v in keys.items()}
+    shapes["feature.3.pwconv_1x1.weight"] = (11, 124, 1, 1)  # 128 x 10% floors to 12 at least
+    with pytest.raises(WeightsError, match=r"feature\.3\.pwconv_1x1\.weight .* 11 output channels"):
+        v1_overrides(shapes)
+
+
+def test_zoo_import_metapruning_0_75_refuses_another_genome(isolated_weights):
+    """The 0.75x entry's genome is fixed: the fixture's file (another genome) is refused
+    with the first misfitting tensor and both shapes."""
+    result = invoke(cli, "import", "metapruning_mobilenet_v1_0_75",
+                    str(FIXTURES / "metapruning_v1_official.pth.tar"))
+    assert_one_error_line(result, "'feature.0.conv1.weight' has shape [2, 3, 3, 3]",
+                          "[31, 3, 3, 3]")
+    assert not imported_manifest_path().exists()
+
+
+def test_zoo_import_metapruning_v1_then_load_matches_pytorch(isolated_weights):
+    """`zoo import metapruning_mobilenet_v1 FILE --source 0.5x`: the record keeps the genome
+    read from the file and the release's padding; zoo.load rebuilds that network, which
+    gives PyTorch's logits; the 0.75x release is named before its import."""
+    with pytest.raises(WeightsError, match=r"70\.9% top-1.*not imported yet.*sharepoint.*"
+                                           r"zoo import metapruning_mobilenet_v1_0_75 FILE`"):
+        zoo.load("metapruning_mobilenet_v1_0_75", weights="imagenet")
+    checkpoint = FIXTURES / "metapruning_v1_official.pth.tar"
+    result = invoke(cli, "import", "metapruning_mobilenet_v1", checkpoint, "--source", "0.5x")
+    assert result.exit_code == 0, result.stderr
+    spec = zoo.get_entry("metapruning_mobilenet_v1").weights["imagenet_0_5x"]
+    assert spec.metrics["top1"] == 66.1 and spec.license == "MIT"
+    assert spec.model_overrides == {"padding": "symmetric",
+                                    "arch": "0.125x:52-40-100-46-10-85-31-67-100-16-52-73-37"}
+    torch_arrays = dict(np.load(FIXTURES / "metapruning_v1_official.npz"))
+    body = zoo.load("metapruning_mobilenet_v1", weights="imagenet_0_5x", include_top=False,
+                    input_shape=(SIZE, SIZE, 3))  # the features turned back: PyTorch's layout
+    x = _nhwc(torch_arrays["images"][:len(torch_arrays["block13"])])
+    # end to end through 14 blocks (float rounding accumulates: 1.6e-4 measured)
+    np.testing.assert_allclose(body.predict(x, verbose=0), _nhwc(torch_arrays["block13"]), atol=1e-3)
+    release = get_release("metapruning_mobilenet_v1", "0.5x")
+    state = read_state_dict(checkpoint)
+    expected, _, _ = build_imported(release, {k: v.shape for k, v in state.items()})
+    fill(expected, release, state)
+    x = np.random.default_rng(0).normal(size=(2, 224, 224, 3)).astype(np.float32)
+    loaded = zoo.load("metapruning_mobilenet_v1", weights="imagenet_0_5x")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), expected.predict(x, verbose=0), atol=1e-6)
+
+
+def test_tf_same_padding_would_not_match_metapruning_release():
+    """The control of padding="symmetric" on MetaPruning's V1: the TF-padded graph with the
+    same weights misses PyTorch's stem output and changes classes."""
+    from zoo.imports.mapping import transfer
+    from zoo.imports.metapruning import v1_overrides, v1_rules
+
+    tf.keras.backend.clear_session()
+    state = read_state_dict(FIXTURES / "metapruning_v1_official.pth.tar")
+    overrides = v1_overrides({k: v.shape for k, v in state.items()})
+    model = zoo.load("metapruning_mobilenet_v1", input_shape=(SIZE, SIZE, 3), **overrides)
+    transfer(model, v1_rules(model), state, turn=False)
+    torch_arrays = dict(np.load(FIXTURES / "metapruning_v1_official.npz"))
+    stem = tf.keras.Model(model.input, model.get_layer("stem_act").output)
+    x = _nhwc(torch_arrays["images"])
+    diff = np.abs(stem.predict(x[:2], verbose=0) - _nhwc(torch_arrays["block0"]))
+    assert diff.max() > 0.5 and np.median(diff) > 0.05
+    assert (model.predict(x, verbose=0).argmax(1) != torch_arrays["logits"].argmax(1)).any()
 
 
 def test_reader_unwraps_state_dict_and_prefix_in_both_formats():

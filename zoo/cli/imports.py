@@ -11,7 +11,7 @@ import click
 
 from zoo.cli._common import exit_on_sigterm, format_option, zoo_command
 
-SOURCES = ("official", "adambnn")
+SOURCES = ("official", "adambnn", "0.5x", "0.25x")
 
 
 @zoo_command("import")
@@ -20,7 +20,8 @@ SOURCES = ("official", "adambnn")
 @click.option("--tag", default=None,
               help="Tag of the new weight set (default: the release's, e.g. imagenet).")
 @click.option("--source", type=click.Choice(SOURCES), default="official", show_default=True,
-              help="Who released the checkpoint (adambnn: ReActNet-A trained by AdamBNN).")
+              help="Which release (adambnn: ReActNet-A trained by AdamBNN; 0.5x, 0.25x: "
+                   "MetaPruning's MobileNetV1 files, into metapruning_mobilenet_v1).")
 @format_option
 def import_command(name, checkpoint, tag, source, fmt):
     """Import the released PyTorch CHECKPOINT of model NAME (downloaded from the paper's

@@ -50,6 +50,7 @@ class Release:
         return f"zoo import {self.model} CHECKPOINT{source}"
 
 
+_METAPRUNING = "https://github.com/liuzechun/MetaPruning"
 _SYMMETRIC = {"padding": "symmetric"}  # PyTorch pads 1 on every side of a strided 3x3 conv
 RELEASES: List[Release] = [
     Release("reactnet_a", "official", "imagenet", "ReActNet-A (official release)",
@@ -72,6 +73,24 @@ RELEASES: List[Release] = [
             "https://1drv.ms/u/s!Am_mmG2-KsrnajesvSdfsq_cN48?e=aHVppN",
             "https://github.com/megvii-model/SinglePathOneShot", 74.4, "Apache-2.0",
             "spos_official", _SYMMETRIC, IMAGENET_SPOS),
+    # README "Models", MobileNet v1 (Meta Pruning: 70.9% 316M, 66.1% 142M, 57.2% 41M); MIT LICENSE;
+    # evaluating/evaluate.py: Resize 256, CenterCrop 224, ImageNet mean/std (the default)
+    Release("metapruning_mobilenet_v1_0_75", "official", "imagenet",
+            "MetaPruning MobileNetV1 0.75x (official release)",
+            "https://hkustconnect-my.sharepoint.com/:u:/g/personal/zliubq_connect_ust_hk/"
+            "EXuAHjKVTa9Gkj4ZHET0s58BU9QGI9O88iEVLopWu-usdw?e=b0VcpJ",
+            _METAPRUNING, 70.9, "MIT", "metapruning_v1_0_75", _SYMMETRIC),
+    # the 0.5x / 0.25x genomes are not in the repository: read from the files' widths
+    Release("metapruning_mobilenet_v1", "0.5x", "imagenet_0_5x",
+            "MetaPruning MobileNetV1 0.5x (official release)",
+            "https://hkustconnect-my.sharepoint.com/:u:/g/personal/zliubq_connect_ust_hk/"
+            "ERb0bJ7ggL5Du8v4mrLeVlkBEontkyhTWdDKIoMZQwHC2w?e=5pXdDh",
+            _METAPRUNING, 66.1, "MIT", "metapruning_v1", _SYMMETRIC),
+    Release("metapruning_mobilenet_v1", "0.25x", "imagenet_0_25x",
+            "MetaPruning MobileNetV1 0.25x (official release)",
+            "https://hkustconnect-my.sharepoint.com/:u:/g/personal/zliubq_connect_ust_hk/"
+            "EQpBwbDTmCxLmpG8BCzG3xMBJsRoYOURAwG53HzkIqOzKQ?e=UrABgZ",
+            _METAPRUNING, 57.2, "MIT", "metapruning_v1", _SYMMETRIC),
 ]
 
 

@@ -22,7 +22,7 @@ from zoo.hub.releases import (
     Release, describe, get_release, imported_dir, imported_manifest_path,
 )
 from zoo.hub.spec import TAG_RE, WeightSpec, read_manifest_json, record_published
-from zoo.imports import reactnet, spos
+from zoo.imports import metapruning, reactnet, spos
 from zoo.imports.mapping import shapes_of, transfer
 from zoo.imports.torch_checkpoint import read_state_dict
 from zoo.preprocessing import imagenet_labels
@@ -37,6 +37,8 @@ LAYOUTS: Dict[str, Tuple[Callable, Callable]] = {
     "reactnet_a_adambnn": (reactnet.mobilenet_rules, reactnet.mobilenet_overrides),
     "reactnet18_official": (reactnet.resnet18_rules, reactnet.resnet18_overrides),
     "spos_official": (spos.rules, spos.overrides),
+    "metapruning_v1_0_75": (metapruning.v1_rules, metapruning.v1_0_75_overrides),
+    "metapruning_v1": (metapruning.v1_rules, metapruning.v1_overrides),
 }
 
 

@@ -260,11 +260,15 @@ def _activation(x, kind, name):
 
 
 def _pruned(spec: NetworkSpec, arch, name, *, include_top, weights, input_shape, input_tensor,
-            num_classes):
+            num_classes, padding="same"):
+    """``padding="symmetric"``: PyTorch's padding of the released networks (one pixel on
+    every side of a strided 3x3 conv), through TF's "same" convs on the input turned by
+    180 degrees (:class:`zoo.layers.Rotate180`)."""
     percents = parse_arch(arch, spec)
     channels = spec.channels(percents)
     inputs = zl.image_input(input_shape, input_tensor)
-    x = inputs
+    turn = zl.check_padding(padding) == "symmetric"
+    x = zl.Rotate180(name="turn_input")(inputs) if turn else inputs
     for convs, residual in spec.blocks:
         shortcut = x
         for conv in convs:
@@ -280,6 +284,8 @@ def _pruned(spec: NetworkSpec, arch, name, *, include_top, weights, input_shape,
             x = tf.keras.layers.Add(name=f"{convs[-1].name}_add")([x, shortcut])
     if include_top:
         x = zl.classifier_head(x, num_classes)
+    elif turn:
+        x = zl.Rotate180(name="turn_features")(x)
     return zl.finish_model(inputs, x, name, weights, input_tensor)
 
 
@@ -459,23 +465,25 @@ _REGISTER = dict(paper=METAPRUNING, family="metapruning", binary=False, min_inpu
 @register_model("metapruning_mobilenet_v1", **_REGISTER)
 def metapruning_mobilenet_v1(*, arch: Optional[str] = None, width: Optional[float] = None,
                              include_top=True, weights=None, input_shape=None, input_tensor=None,
-                             num_classes=1000):
-    """Pruned MobileNetV1 of a MetaPruning search (``arch``: 13 width percents; default unpruned)."""
+                             num_classes=1000, padding: str = "same"):
+    """Pruned MobileNetV1 of a MetaPruning search (``arch``: 13 width percents; default unpruned;
+    ``padding="symmetric"``: the official PyTorch code's padding, for imported releases)."""
     arch, width = _arch.split_width(arch, width)
     return _pruned(network_spec("v1", width), arch, "metapruning_mobilenet_v1",
                    include_top=include_top, weights=weights, input_shape=input_shape,
-                   input_tensor=input_tensor, num_classes=num_classes)
+                   input_tensor=input_tensor, num_classes=num_classes, padding=padding)
 
 
 @register_model("metapruning_mobilenet_v2", **_REGISTER)
 def metapruning_mobilenet_v2(*, arch: Optional[str] = None, width: Optional[float] = None,
                              include_top=True, weights=None, input_shape=None, input_tensor=None,
-                             num_classes=1000, block1_expand: bool = True):
-    """Pruned MobileNetV2 of a MetaPruning search (``arch``: 25 width percents; default unpruned)."""
+                             num_classes=1000, block1_expand: bool = True, padding: str = "same"):
+    """Pruned MobileNetV2 of a MetaPruning search (``arch``: 25 width percents; default unpruned;
+    ``padding="symmetric"``: the official PyTorch code's padding)."""
     arch, width = _arch.split_width(arch, width)
     return _pruned(network_spec("v2", width, block1_expand), arch, "metapruning_mobilenet_v2",
                    include_top=include_top, weights=weights, input_shape=input_shape,
-                   input_tensor=input_tensor, num_classes=num_classes)
+                   input_tensor=input_tensor, num_classes=num_classes, padding=padding)
 
 
 @register_model(
@@ -484,11 +492,12 @@ def metapruning_mobilenet_v2(*, arch: Optional[str] = None, width: Optional[floa
     extra={"release_flops": release_flops(network_spec("v1"), parse_arch(V1_0_75_ARCH, network_spec("v1")))},
     **_REGISTER)
 def metapruning_mobilenet_v1_0_75(*, include_top=True, weights=None, input_shape=None,
-                                  input_tensor=None, num_classes=1000):
-    """MetaPruning's released MobileNetV1 0.75x genome (official evaluating/mobilenet_v1.py)."""
+                                  input_tensor=None, num_classes=1000, padding: str = "same"):
+    """MetaPruning's released MobileNetV1 0.75x genome (official evaluating/mobilenet_v1.py;
+    ``padding="symmetric"``: that code's padding, for its imported ImageNet checkpoint)."""
     return _pruned(network_spec("v1"), V1_0_75_ARCH, "metapruning_mobilenet_v1_0_75",
                    include_top=include_top, weights=weights, input_shape=input_shape,
-                   input_tensor=input_tensor, num_classes=num_classes)
+                   input_tensor=input_tensor, num_classes=num_classes, padding=padding)
 
 
 # Supernet entries (extra["supernet"]): their generated convs are not Keras/Larq conv layers,
