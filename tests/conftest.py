@@ -7,6 +7,7 @@ and the helpers several test files use (tests/ is no package: pytest puts this f
 - ``assert_one_error_line(result, *needles)``: a user error is one ``Error:`` line, exit 2;
 - ``start_zoo`` / ``run_zoo``: the installed ``zoo`` script as a real process.
 """
+import ctypes
 import gc
 import os
 import subprocess
@@ -105,6 +106,12 @@ def fresh_session():
     tf.keras.backend.clear_session()
 
 
+try:
+    _LIBC = ctypes.CDLL("libc.so.6")
+except OSError:  # not glibc
+    _LIBC = None
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _free_models_after_each_module():
     """Drop Keras' global state and collect garbage after every test module: a worker runs
@@ -112,6 +119,8 @@ def _free_models_after_each_module():
     yield
     tf.keras.backend.clear_session()
     gc.collect()
+    if _LIBC is not None:  # hand the freed heap back to the system (glibc keeps it otherwise)
+        _LIBC.malloc_trim(0)
 
 
 def pytest_collection_modifyitems(config, items):
