@@ -143,12 +143,12 @@ def test_zoo_convert_writes_a_valid_flatbuffer(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model.tflite"]  # no temporary left over
     assert out.stat().st_mode & 0o077 != 0  # the umask's permissions, not mkstemp's 0600
     # an existing file is replaced only with --force; --format json reports the file
-    again = invoke(cli, "convert", "binarynet", "--image-size", "8", "-o", out, "--force",
+    again = invoke(cli, "convert", "binarynet", "--image-size", "12", "-o", out, "--force",
                    "--format", "json")
     assert again.exit_code == 0, again.output
     report = json.loads(again.stdout)
     assert report["output"] == str(out) and report["bytes"] == out.stat().st_size
-    assert report["input_shape"] == [8, 8, 3] and 0 < report["binary_fraction"] <= 1
+    assert report["input_shape"] == [12, 12, 3] and 0 < report["binary_fraction"] <= 1
 
 
 @pytest.mark.parametrize("args, message", [
