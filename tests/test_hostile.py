@@ -358,7 +358,10 @@ def test_ctrl_c_says_how_to_resume_or_that_nothing_was_kept(tmp_path):
     before its first epoch finished, the run leaves no folder behind."""
     proc = subprocess.Popen([ZOO, "train", "binarynet", "--recipe", "birealnet_adam", "--epochs", "1",
                              "--batch-size", "8", "-o", "run"], cwd=tmp_path, env=zoo_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # as from a shell: pytest-xdist's workers ignore SIGINT, and an
+                            # ignored signal stays ignored in the child
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not (tmp_path / "run" / "config.json").exists() and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -97,14 +97,18 @@ def test_model_build_forward_train_save_load(name, tmp_path):
     np.testing.assert_allclose(_predict(fresh, x), reference, rtol=1e-5, atol=1e-6)
     del fresh
 
+    weights_path.unlink()  # the deepest nets' files take hundreds of MB each
+
     # full-model h5 round trip (larq's and zoo's custom objects are registered globally)
     model_path = tmp_path / "m.h5"
-    model.save(str(model_path))
+    model.save(str(model_path), include_optimizer=False)
     try:
         restored = tf.keras.models.load_model(str(model_path), compile=False)
     except (TypeError, ValueError) as error:  # everything above passed: only this step failed
         raise FullH5DoesNotLoad(f"full-model h5 of {name} does not load: "
                                 f"{str(error).splitlines()[0][:200]}") from error
+    finally:
+        model_path.unlink()
     assert restored.count_params() == model.count_params()
     for a, b in zip(restored.get_weights(), trained):
         np.testing.assert_array_equal(a, b)

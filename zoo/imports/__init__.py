@@ -42,15 +42,14 @@ LAYOUTS: Dict[str, Tuple[Callable, Callable]] = {
 }
 
 
-def build_imported(release: Release, shapes, include_top: bool = True, input_shape=None):
+def build_imported(release: Release, shapes, input_shape=None):
     """The model a release fills (``input_shape`` default: the release's), and the builder
     arguments it took (``padding``, and the width and classes the shapes fix)."""
     _, overrides_for = LAYOUTS[release.layout]
     overrides = {**dict(release.model_overrides), **overrides_for(shapes)}
     num_classes = overrides.pop("num_classes")
-    model = load(release.model, include_top=include_top,
-                 input_shape=tuple(input_shape or release.input_shape), num_classes=num_classes,
-                 **overrides)
+    model = load(release.model, input_shape=tuple(input_shape or release.input_shape),
+                 num_classes=num_classes, **overrides)
     return model, overrides, num_classes
 
 
