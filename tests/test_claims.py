@@ -106,6 +106,23 @@ def test_table_on_fixed_numbers(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_readme_table_is_rewritten_between_its_markers(tmp_path):
+    claim = _claim()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# top\n{table.README_START}\nold rows\n{table.README_END}\nbelow\n")
+    rows = table.readme_table([claim], _records(claim, [85.0, 85.5, 86.0], [80.0, 80.5, 81.0]))
+    table.update_readme(readme, rows)
+    table.update_readme(readme, rows)  # idempotent
+    text = readme.read_text()
+    assert "old rows" not in text and text.startswith("# top\n") and text.endswith("below\n")
+    assert text.count("| toy | A: 85.50 ± 0.50 (n=3) | B: 80.50 ± 0.50 (n=3) | "
+                      "+5.00 [+3.87, +6.13] | reproduced |") == 1
+    readme.write_text("no markers\n")
+    with pytest.raises(ValueError, match="no claims-table markers"):
+        table.update_readme(readme, rows)
+    assert readme.read_text() == "no markers\n"  # left as it was
+
+
 def test_results_file_appends_whole_lines_and_skips_a_torn_one(tmp_path):
     path = tmp_path / "claims.jsonl"
     runner.append_result(path, {"claim": "toy", "arm": "a", "seed": 0, "metrics": {"top1": 1.0}})

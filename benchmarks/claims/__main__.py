@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from benchmarks.claims.rows import CLAIMS, get_claim
-from benchmarks.claims.runner import RESULTS, WORK, read_results, run_claims
+from benchmarks.claims.runner import RESULTS, ROOT, WORK, read_results, run_claims
 
 TABLE_COMMAND = "python -m benchmarks.claims table"
+README = ROOT / "README.md"
 
 
 def main(argv=None) -> int:
@@ -30,6 +31,8 @@ def main(argv=None) -> int:
     table = sub.add_parser("table", help="write claims.md and claims.png from the results")
     table.add_argument("--results", type=Path, default=RESULTS)
     table.add_argument("--output", type=Path, default=RESULTS.with_suffix(".md"))
+    table.add_argument("--readme", type=Path, default=README,
+                       help="README whose claims table is rewritten (default: the repository's)")
     args = parser.parse_args(argv)
 
     if args.action == "list":
@@ -42,8 +45,9 @@ def main(argv=None) -> int:
         from benchmarks.claims.table import write_table
 
         write_table(CLAIMS, read_results(args.results), args.output,
-                    args.output.with_suffix(".png"), TABLE_COMMAND)
-        print(f"wrote {args.output} and {args.output.with_suffix('.png')}", file=sys.stderr)
+                    args.output.with_suffix(".png"), TABLE_COMMAND, readme=args.readme)
+        print(f"wrote {args.output}, {args.output.with_suffix('.png')} and the table in "
+              f"{args.readme}", file=sys.stderr)
         return 0
     overrides = {"epochs": args.epochs, "limit": args.limit, "eval_limit": args.eval_limit}
     if any(v is not None for v in overrides.values()) and args.results.resolve() == RESULTS:

@@ -163,9 +163,37 @@ def plot(claims: Sequence[Claim], records: Sequence[Mapping[str, Any]], path: Pa
     return path
 
 
+README_START = "<!-- claims table: written by `python -m benchmarks.claims table` -->"
+README_END = "<!-- end of claims table -->"
+
+
+def readme_table(claims: Sequence[Claim], records: Sequence[Mapping[str, Any]]) -> str:
+    """The README's short table: one row per comparison (arms as mean ± std (n))."""
+    lines = ["| claim | arm | baseline | difference [95% CI] | verdict |", "|---|---|---|---|---|"]
+    for claim in claims:
+        for s in summarize(claim, records):
+            metric = "" if s.comparison.metric == "top1" else f" ({METRIC_LABELS[s.comparison.metric]})"
+            lines.append(f"| {claim.key}{metric} | {s.better.text()} | {s.baseline.text()} | "
+                         f"{_difference_text(s)} | {s.verdict} |")
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, table: str) -> None:
+    """Replaces what lies between the README's two claims-table markers with ``table``."""
+    readme = Path(readme)
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{readme} has no claims-table markers ({README_START} ... {README_END})")
+    head = text[:start + len(README_START)]
+    readme.write_text(f"{head}\n{table}\n{text[end:]}")
+
+
 def write_table(claims: Sequence[Claim], records, markdown_path: Path, png_path: Path,
-                command: str) -> None:
+                command: str, readme: Optional[Path] = None) -> None:
     markdown_path = Path(markdown_path)
     markdown_path.parent.mkdir(parents=True, exist_ok=True)
     markdown_path.write_text(markdown(claims, records, command))
     plot(claims, records, png_path)
+    if readme is not None:
+        update_readme(readme, readme_table(claims, records))
