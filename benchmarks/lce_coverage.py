@@ -25,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import zoo  # noqa: E402  (Keras 2 before TensorFlow)
 import larq as lq  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from zoo.memory import discarded_models  # noqa: E402
 
 
 def counted(model):
@@ -71,8 +72,10 @@ def main(argv=None):
         tf.keras.backend.clear_session()
         print(f"{name} at {size} ...", file=sys.stderr, flush=True)
         try:
-            model = zoo.load(name, input_shape=(size, size, 3), num_classes=1000)
-            row = (converted if args.convert else counted)(model)
+            with discarded_models():  # every entry in one process
+                model = zoo.load(name, input_shape=(size, size, 3), num_classes=1000)
+                row = (converted if args.convert else counted)(model)
+                del model
         except Exception as error:  # a table of every entry: one failure must not stop it
             lines.append(f"| `{name}` | error: {str(error).splitlines()[0][:80]} | | | |")
             continue

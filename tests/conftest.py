@@ -26,8 +26,9 @@ def pytest_configure(config):
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from tensorflow.python.framework import ops as tf_ops  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
+
+from zoo.memory import forget_custom_gradients  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 ZOO = str(Path(sys.executable).parent / "zoo")  # the installed console script
@@ -113,23 +114,13 @@ except OSError:  # not glibc
     _LIBC = None
 
 
-def _forget_custom_gradients():
-    """Drops the gradient functions that ``tf.custom_gradient`` registered while Keras built
-    graphs (larq's quantizers): TensorFlow keeps each one, and with it the layer's kernel, for
-    the life of the process, so a worker building hundreds of models grew by their weights
-    (birealnet152: +1.6 GB per build). Gradients of graphs traced so far are built already."""
-    registry = tf_ops._gradient_registry._registry  # noqa: SLF001 (no public way to unregister)
-    stale = [name for name in registry if name.startswith("CustomGradient-")]
-    for name in stale:
-        del registry[name]
-    return bool(stale)
-
-
 @pytest.fixture(autouse=True)
 def _free_models_after_each_test():
+    """A worker builds hundreds of models: free each test's now, not at module end (the
+    gradients larq's quantizers registered keep every kernel alive otherwise; see
+    zoo.memory). Module-scoped fixtures' models go too: their graphs are traced by then."""
     yield
-    if _forget_custom_gradients():  # the test built a model: free it now, not at module end
-        gc.collect()
+    forget_custom_gradients()
 
 
 @pytest.fixture(autouse=True, scope="module")

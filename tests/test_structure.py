@@ -11,7 +11,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "zoo"
 # The layer order, lowest first: a module may import modules of its own layer or below.
 LAYERS = [
     ("zoo", "zoo._version", "zoo.errors", "zoo.settings", "zoo.papers"),
-    ("zoo.registry", "zoo.layers", "zoo.costs", "zoo.plots", "zoo.metrics", "zoo.schema"),
+    ("zoo.registry", "zoo.layers", "zoo.costs", "zoo.plots", "zoo.metrics", "zoo.schema",
+     "zoo.memory"),
     ("zoo.data", "zoo.hub", "zoo.hub.*", "zoo.index"),
     ("zoo.models", "zoo.models.*"),
     ("zoo.api",),

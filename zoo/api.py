@@ -14,6 +14,7 @@ from zoo.errors import InvalidInputError  # noqa: E402
 from zoo.hub.loading import load_into, resolve  # noqa: E402
 from zoo.hub.spec import attach_manifest, split_tag  # noqa: E402
 from zoo.layers import check_input_shape  # noqa: E402
+from zoo.memory import discarded_models  # noqa: E402
 from zoo.schema import check_call_arguments  # noqa: E402
 from zoo.registry import MODELS, ModelEntry  # noqa: E402
 
@@ -82,9 +83,10 @@ def load(
 @functools.lru_cache(maxsize=None)
 def _costs_at_paper_size(name: str) -> Dict[str, Any]:
     entry = get_entry(name)
-    model = load(name, input_shape=entry.input_size, num_classes=1000)
-    costs = model_costs(model)
-    del model
+    with discarded_models():  # a table of every entry builds them all in one process
+        model = load(name, input_shape=entry.input_size, num_classes=1000)
+        costs = model_costs(model)
+        del model
     return costs
 
 

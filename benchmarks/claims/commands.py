@@ -116,8 +116,11 @@ def _check_train(params: Dict[str, Any], settings: Dict[str, Any], augment_args)
         # the switches' values are checked by the builder itself, on a tiny input
         import tensorflow as tf
 
+        from zoo.memory import discarded_models
+
         for stage in recipe.stages:
-            entry.builder(input_shape=(32, 32, 3), num_classes=10, **stage.model_overrides)
+            with discarded_models():
+                entry.builder(input_shape=(32, 32, 3), num_classes=10, **stage.model_overrides)
             tf.keras.backend.clear_session()
     if params["augment"]:
         from zoo.augment import AUGMENTATIONS

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Tuple
 
 from zoo.errors import InvalidInputError
+from zoo.memory import discarded_models
 from zoo.models import bmes as bm
 from zoo.models._arch import split_width
 from zoo.search import SearchConfig, SearchResult, oneshot, register_search
@@ -49,15 +50,16 @@ class BmesSpace(SearchSpace):
         depthwise = tuple(len(o) - 1 for o in self.options)
         import tensorflow as tf
 
-        model = bm.bmes(arch=self.encode(depthwise), width=width, input_shape=tuple(input_shape),
-                        num_classes=num_classes)
-        self.pixels = []
-        for index in range(bm.NUM_BLOCKS):
-            shape = model.get_layer(f"block{index + 1}_conv3x3").output_shape
-            self.pixels.append(int(shape[1]) * int(shape[2]))
-        self.base_ops = model_costs(model)["ops"] - sum(
-            self.layer_bops(i, self.channels[i]) for i in range(bm.NUM_BLOCKS)) / 64.0
-        del model
+        with discarded_models():
+            model = bm.bmes(arch=self.encode(depthwise), width=width,
+                            input_shape=tuple(input_shape), num_classes=num_classes)
+            self.pixels = []
+            for index in range(bm.NUM_BLOCKS):
+                shape = model.get_layer(f"block{index + 1}_conv3x3").output_shape
+                self.pixels.append(int(shape[1]) * int(shape[2]))
+            self.base_ops = model_costs(model)["ops"] - sum(
+                self.layer_bops(i, self.channels[i]) for i in range(bm.NUM_BLOCKS)) / 64.0
+            del model
         tf.keras.backend.clear_session()
 
     def layer_bops(self, index: int, groups: int) -> int:
