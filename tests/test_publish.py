@@ -17,8 +17,9 @@ from conftest import (
 import zoo
 from zoo import publish as zpublish
 from zoo.cli import cli
-from zoo.errors import WeightsError
+from zoo.errors import InvalidInputError, WeightsError
 from zoo.hub import cache as zcache, packed
+import zoo.hub.spec  # noqa: E402  (WeightSpec.from_dict)
 
 pytestmark = pytest.mark.usefixtures("isolated_weights")
 
@@ -129,6 +130,63 @@ def test_losing_a_publish_race_keeps_the_winners_files(run_dir, tmp_path, monkey
     for weight_file in winner.files():
         ok, reason = zcache.verify_file(release / weight_file.file, weight_file, use_stamp=False)
         assert ok, reason
+
+
+def test_supersede_replaces_a_set_by_a_better_one_and_keeps_the_old_record(run_dir, tmp_path):
+    """A retrained set replaces the published one under the same tag only when asked, only
+    when it scores at least as well on the same test images; the old record stays as
+    history and its files leave the release folder."""
+    release = tmp_path / "release"
+    manifest = release / "manifest.json"
+    key = f"{MODEL}.fmnist_sup"
+    spec = zpublish.publish(run_dir, "fmnist_sup", release_dir=release, manifest=manifest,
+                            eval_limit=100)
+    # make the published record an older, different set: its own file, a lower score
+    old_file = release / f"{MODEL}-fmnist_sup-0ld0ld00.h5"
+    (release / spec.top.file).rename(old_file)
+    data = json.loads(manifest.read_text())
+    old = data["records"][key]
+    old["files"]["top"]["file"] = old_file.name
+    old["metrics"]["top1"] = spec.metrics["top1"] - 1.0
+    old["command"] = "zoo train birealnet18 --epochs 1 (the old run)"
+    manifest.write_text(json.dumps(data))
+
+    assert_one_error_line(invoke(cli, "publish", run_dir, "--tag", "fmnist_sup", "--release-dir",
+                                 release, "--manifest", manifest), "--supersede")
+    with pytest.raises(InvalidInputError, match="nothing to replace"):
+        zpublish.publish(run_dir, "fmnist_new", release_dir=release, manifest=manifest,
+                         supersede=True)
+    with pytest.raises(WeightsError, match="same images"):  # 50 test images, not the record's 100
+        zpublish.publish(run_dir, "fmnist_sup", release_dir=release, manifest=manifest,
+                         eval_limit=50, supersede=True)
+    assert json.loads(manifest.read_text())["records"][key] == old
+    assert sorted(p.name for p in release.glob("*.h5")) == [old_file.name]
+
+    result = invoke(cli, "publish", run_dir, "--tag", "fmnist_sup", "--release-dir", release,
+                    "--manifest", manifest, "--eval-limit", 100, "--supersede")
+    assert result.exit_code == 0, result.stderr
+    assert f"replaces {old_file.name} (top-1 {old['metrics']['top1']:.2f}%)" in result.stdout
+    record = json.loads(manifest.read_text())["records"][key]
+    new_file = record["files"]["top"]["file"]  # same weights (layer names may differ)
+    assert new_file.startswith(f"{MODEL}-fmnist_sup-") and new_file != old_file.name
+    assert record["metrics"]["top1"] == spec.metrics["top1"]
+    assert record["supersedes"] == [{"files": old["files"], "metrics": old["metrics"],
+                                     "command": old["command"], "date": old["date"],
+                                     "source": old["source"]}]
+    assert sorted(p.name for p in release.glob("*.h5")) == [new_file]  # the old file gone
+    assert [dict(e["metrics"]) for e in zoo.hub.spec.WeightSpec.from_dict(key, record).supersedes] \
+        == [old["metrics"]]
+    assert f"{MODEL},fmnist_sup," in (release / "results.csv").read_text()
+
+    # a worse set never replaces a better one
+    data = json.loads(manifest.read_text())
+    data["records"][key]["metrics"]["top1"] = 100.0
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(WeightsError, match="below the published 100.00%"):
+        zpublish.publish(run_dir, "fmnist_sup", release_dir=release, manifest=manifest,
+                         eval_limit=100, supersede=True)
+    assert json.loads(manifest.read_text())["records"][key]["metrics"]["top1"] == 100.0
+    assert sorted(p.name for p in release.glob("*.h5")) == [new_file]
 
 
 SIGTERM_DURING_PUBLISH = """

@@ -189,6 +189,40 @@ def add_record(mpath: Path, key: str, record: Dict[str, Any]) -> None:
         write_json_atomically(mpath, data)
 
 
+def superseded_entry(record: Dict[str, Any]) -> Dict[str, Any]:
+    """What a replaced record leaves in its successor's ``"supersedes"`` list."""
+    return {"files": record["files"], "metrics": record.get("metrics"),
+            "command": record.get("command"), "date": record.get("date"),
+            "source": record.get("source")}
+
+
+def _check_improves(key: str, previous: Dict[str, Any], metrics: Dict[str, Any]) -> None:
+    old = previous.get("metrics") or {}
+    same_images = (old.get("split"), old.get("examples")) == (metrics["split"], metrics["examples"])
+    if not same_images:
+        raise WeightsError(
+            f"--supersede {key}: the published set was evaluated on {old.get('examples')} "
+            f"{old.get('split')} images, the new one on {metrics['examples']} {metrics['split']} "
+            f"images; evaluate the new one on the same images (drop --eval-limit).")
+    if metrics["top1"] < old["top1"]:
+        raise WeightsError(
+            f"--supersede {key}: the new set scores {metrics['top1']:.2f}% top-1, below the "
+            f"published {old['top1']:.2f}%; it is not published. Train it longer, or publish it "
+            f"under a new tag.")
+
+
+def replace_record(mpath: Path, key: str, record: Dict[str, Any],
+                   previous: Dict[str, Any]) -> None:
+    """Replace ``key``'s record by ``record`` under the manifest's lock, provided it is
+    still ``previous`` (another publish may have replaced it meanwhile)."""
+    with _manifest_lock(mpath):
+        data = read_manifest_json(mpath)
+        if data["records"].get(key) != previous:
+            raise WeightsError(f"{key} was changed in {mpath} meanwhile; publish again.")
+        data["records"][key] = record
+        write_json_atomically(mpath, data)
+
+
 def _urls(base_url: Optional[str], model: str, tag: str, file: str) -> List[str]:
     base = base_url or DEFAULT_URL_TEMPLATE
     if "{file}" in base:
@@ -220,6 +254,7 @@ def publish(
     batch_size: int = EVAL_BATCH_SIZE,
     license: str = DEFAULT_LICENSE,
     notes: Optional[str] = None,
+    supersede: bool = False,
 ) -> WeightSpec:
     """Turn a ``zoo train`` run directory into a published weight set.
 
@@ -227,8 +262,12 @@ def publish(
     body) into ``release_dir`` (default: the manifest's folder), evaluates it on the
     dataset's test split through the new record, and adds the record to
     the manifest (``manifest``, ``$ZOO_MANIFEST`` or weights/manifest.json). An existing
-    ``model.tag`` is never overwritten. Returns the new spec (attached to the registry
-    when ``manifest`` is the attached one).
+    ``model.tag`` is never overwritten silently: ``supersede=True`` replaces it with a
+    retrained set that scores at least as well on the same test images, keeps the old
+    record's files, metrics and command under ``"supersedes"`` and removes its files from
+    the release folder (files are named by their hash: a cached old file never passes
+    for the new one). Returns the new spec (attached to the registry when ``manifest``
+    is the attached one).
     """
     run = Path(os.path.expanduser(str(run_dir)))
     weights_path = resolve_weights_path(run)
@@ -241,9 +280,14 @@ def publish(
         raise InvalidInputError(f"Tag {tag!r} must be lowercase letters, digits and '_' (e.g. fashion_mnist).")
     key = f"{entry.name}.{tag}"
     mpath = manifest_path(manifest)
-    if key in read_manifest_json(mpath)["records"]:
+    previous = read_manifest_json(mpath)["records"].get(key)
+    if previous is not None and not supersede:
         raise WeightsError(f"{key} is already published in {mpath}; a published weight set is never "
-                           f"overwritten: choose a new tag (e.g. {tag}_v2).")
+                           f"overwritten: choose a new tag (e.g. {tag}_v2), or --supersede to "
+                           f"replace it with a retrained set (its record is kept as history).")
+    if previous is None and supersede:
+        raise InvalidInputError(f"--supersede: {key} is not published in {mpath}; nothing to replace "
+                                f"(publish it without --supersede).")
     folder = Path(os.path.expanduser(str(release_dir))) if release_dir else mpath.parent
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -280,10 +324,17 @@ def publish(
         record["metrics"] = {"dataset": dataset.name, "split": dataset.test_split,
                              "examples": results["examples"], "top1": round(results["top1"], 4),
                              "top5": round(results["top5"], 4), "loss": round(results["loss"], 6)}
-        add_record(mpath, key, record)  # published from here on
+        if previous is None:
+            add_record(mpath, key, record)  # published from here on
+        else:
+            _check_improves(key, previous, record["metrics"])
+            record["supersedes"] = [superseded_entry(previous)] + list(previous.get("supersedes") or [])
+            replace_record(mpath, key, record, previous)
     except BaseException:
         remove_unrecorded(created, mpath)
         raise
+    if previous is not None:
+        remove_unrecorded([folder / f["file"] for f in previous["files"].values() if f], mpath)
     write_results_csv(mpath)
     spec = WeightSpec.from_dict(key, record, str(folder.resolve()))
     if mpath.resolve() == manifest_path().resolve():

@@ -143,16 +143,21 @@ def cache_clear(model, cache_dir, yes):
 @click.option("--eval-limit", type=POSITIVE, default=None, help="Evaluate on the first N test images only.")
 @click.option("--batch-size", type=POSITIVE, default=EVAL_BATCH_SIZE, show_default=True)
 @click.option("--notes", default=None, help="Free text stored in the record.")
+@click.option("--supersede", is_flag=True,
+              help="Replace the published MODEL.TAG with this retrained run, if it scores at least "
+                   "as well; the old record is kept under \"supersedes\", its files removed.")
 @format_option
-def publish(run_dir, tag, release_dir, base_url, manifest, eval_limit, batch_size, notes, fmt):
-    """Publish a `zoo train` run as weight set MODEL.TAG: top and no-top h5 files named
-    with their sha256, test metrics, costs, recipe and versions in the manifest."""
+def publish(run_dir, tag, release_dir, base_url, manifest, eval_limit, batch_size, notes, supersede,
+            fmt):
+    """Publish a `zoo train` run as weight set MODEL.TAG: one packed h5 file named with its
+    sha256, test metrics, costs, recipe and versions in the manifest."""
     from zoo.hub.spec import manifest_path
     from zoo.publish import publish as publish_run
 
     exit_on_sigterm()  # an interrupted publish removes what it wrote
     spec = publish_run(run_dir, tag, release_dir=release_dir, base_url=base_url, manifest=manifest,
-                       eval_limit=eval_limit, batch_size=batch_size, notes=notes)
+                       eval_limit=eval_limit, batch_size=batch_size, notes=notes,
+                       supersede=supersede)
     if fmt == "json":
         click.echo(json.dumps({spec.key: spec.to_dict()}, indent=2))
         return
@@ -162,7 +167,11 @@ def publish(run_dir, tag, release_dir, base_url, manifest, eval_limit, batch_siz
     for wf in spec.files():
         click.echo(f"  {wf.file}  sha256 {wf.sha256}  {_human(wf.size)}")
         click.echo(f"    upload to: {wf.urls[0] if wf.urls else '-'}")
-    click.echo(f"  record added to {manifest_path(manifest)}")
+    if spec.supersedes:
+        old = spec.supersedes[0]
+        click.echo(f"  replaces {', '.join(f['file'] for f in old['files'].values() if f)} "
+                   f"(top-1 {old['metrics']['top1']:.2f}%)")
+    click.echo(f"  record {'replaced' if spec.supersedes else 'added'} in {manifest_path(manifest)}")
 
 
 @zoo_command("predict")

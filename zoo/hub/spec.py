@@ -96,7 +96,9 @@ class WeightFile:
 class WeightSpec:
     """One published weight set (``model.tag``): files, how to feed it, where it came from.
 
-    Frozen: a record is never edited once published; a new file means a new tag.
+    Frozen: a record is never edited once published; a new file means a new tag, or a
+    retrained set that replaces it whole (``zoo publish --supersede``, the old record kept
+    in ``supersedes``).
     """
 
     model: str
@@ -122,6 +124,8 @@ class WeightSpec:
     notes: Optional[str] = None
     # an imported release: {"url", "file", "sha256", "size", "source", "layout", ...}
     release: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # the records this one replaced, newest first: [{"files", "metrics", "command", "date", "source"}]
+    supersedes: Tuple[Mapping[str, Any], ...] = ()
     # the folder of the manifest this record was read from (searched read-only)
     origin: Optional[str] = dataclasses.field(default=None, compare=False)
 
@@ -161,6 +165,8 @@ class WeightSpec:
         }
         if self.release:
             record["release"] = thaw(self.release)
+        if self.supersedes:
+            record["supersedes"] = [thaw(entry) for entry in self.supersedes]
         return record
 
     @classmethod
@@ -198,7 +204,9 @@ class WeightSpec:
             recipe=freeze(record.get("recipe")), command=record.get("command"),
             versions=freeze(record.get("versions") or {}), license=record.get("license"),
             date=record.get("date"), source=record.get("source"), notes=record.get("notes"),
-            release=freeze(record.get("release") or {}), origin=origin,
+            release=freeze(record.get("release") or {}),
+            supersedes=tuple(freeze(entry) for entry in record.get("supersedes") or ()),
+            origin=origin,
         )
 
 
