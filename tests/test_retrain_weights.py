@@ -1,0 +1,86 @@
+"""scripts/retrain_weights.py: the plan's commands are valid zoo commands at the published
+sets' input sizes, and a target's next step follows from its run directory and the
+manifest alone (train, restart, resume, publish, done). No training here."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.claims.commands import check_command
+
+ROOT = Path(__file__).resolve().parent.parent
+_SPEC = importlib.util.spec_from_file_location("retrain_weights", ROOT / "scripts" / "retrain_weights.py")
+retrain = importlib.util.module_from_spec(_SPEC)
+sys.modules[_SPEC.name] = retrain  # dataclasses look their module up
+_SPEC.loader.exec_module(retrain)
+
+
+def _records():
+    return json.loads((ROOT / "weights" / "manifest.json").read_text())["records"]
+
+
+@pytest.mark.parametrize("target", retrain.PLAN, ids=lambda t: t.model)
+def test_every_target_is_a_valid_command_at_its_published_size(target, tmp_path, monkeypatch):
+    monkeypatch.setattr(retrain, "RUNS", tmp_path)
+    params = check_command(retrain.train_argv(target))
+    target.run_dir.mkdir()  # zoo publish takes an existing run directory
+    assert params["name"] == target.model and params["dataset"] == "fashion_mnist"
+    check_command(retrain.publish_argv(target))
+    record = _records().get(target.key)
+    if target.new:  # the teacher: a new set, not one to replace
+        assert record is None or record["source"] == f"zoo publish {target.run_dir.name}"
+        assert target.image_size == 28
+        assert "--supersede" not in retrain.publish_argv(target)
+    else:
+        assert record is not None, f"{target.key} is not published: nothing to supersede"
+        assert record["input_shape"][:2] == [target.image_size] * 2
+        assert "--supersede" in retrain.publish_argv(target)
+
+
+def test_the_teacher_comes_before_the_targets_that_use_it():
+    order = [t.model for t in retrain.PLAN]
+    teacher = retrain.TEACHER.split(":")[0]
+    for target in retrain.PLAN:
+        if retrain.TEACHER in target.args:
+            assert order.index(teacher) < order.index(target.model)
+    assert len(set(order)) == len(order)
+
+
+def test_next_action_follows_the_run_directory_and_the_manifest(tmp_path, monkeypatch):
+    monkeypatch.setattr(retrain, "RUNS", tmp_path)
+    target = retrain.get_target("birealnet34")
+    run = target.run_dir
+    assert run.parent == tmp_path
+
+    state, argv = retrain.next_action(target, {})
+    assert state == "train" and argv[:2] == ["train", "birealnet34"]
+    assert argv[argv.index("--output") + 1] == str(run)
+    assert argv[argv.index("--image-size") + 1] == "28"
+
+    run.mkdir()  # killed before its config was written
+    assert retrain.next_action(target, {})[0] == "restart"
+    command = "zoo train birealnet34 --epochs 8"
+    (run / "config.json").write_text(json.dumps({"command": command}))
+    assert retrain.next_action(target, {})[0] == "restart"  # no epoch saved yet
+
+    state_dir = run / "checkpoints" / "state" / "binary"
+    state_dir.mkdir(parents=True)
+    (state_dir / "checkpoint").write_text("")
+    assert retrain.next_action(target, {}) == (
+        "resume", ["train", "birealnet34", "--resume", str(run), "--format", "json"])
+
+    (run / "results.json").write_text("{}")
+    old = {"source": "zoo publish runs/birealnet34", "command": "zoo train birealnet34 --epochs 3"}
+    assert retrain.next_action(target, {target.key: old}) == (
+        "publish", ["publish", str(run), "--tag", "fashion_mnist", "--format", "json", "--supersede"])
+    mine = {"source": f"zoo publish {run.name}", "command": command}
+    assert retrain.next_action(target, {target.key: mine}) == ("done", None)
+    other = {"source": f"zoo publish {run.name}", "command": "zoo train birealnet34 --epochs 2"}
+    assert retrain.next_action(target, {target.key: other})[0] == "publish"  # another run's
+
+
+def test_unknown_target_is_one_clear_error():
+    with pytest.raises(SystemExit, match="not in the plan: resnet18, birealnet34"):
+        retrain.get_target("birealnet999")
