@@ -117,3 +117,27 @@ def test_truncated_or_foreign_packed_file_is_one_clear_error(fresh_session, tmp_
         handle.attrs["zoo_format_version"] = packed.FORMAT_VERSION + 1
     with pytest.raises(WeightsError, match="upgrade the zoo"):
         zoo.load("binarynet", weights=newer, **TINY)
+
+
+def test_published_packed_sets_meet_the_storage_goals():
+    """Every packed set in weights/: at most 1.05 bits per binary weight (scales counted)
+    and at most 1.15x its minimum size; the report the README shows lists every set."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("repack_weights", root / "scripts" / "repack_weights.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rows = [line.split(" | ") for line in script.storage_report().splitlines()
+            if line.startswith("| `")]
+    records = json.loads((root / "weights" / "manifest.json").read_text())["records"]
+    local = {key for key, r in records.items() if (root / "weights" / r["files"]["top"]["file"]).is_file()}
+    assert {row[0].strip("| `") for row in rows} == local
+    packed_rows = [row for row in rows if row[1] == "packed"]
+    assert len(packed_rows) >= 22
+    for row in packed_rows:
+        if row[3] != "-":  # a set with binary weights
+            assert float(row[3]) <= 1.05, row
+        assert float(row[6].strip(" |")) <= 1.15, row
