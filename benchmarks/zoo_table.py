@@ -20,6 +20,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -28,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import zoo  # noqa: E402  (Keras 2 before TensorFlow)
+from benchmarks.readme import replace_between  # noqa: E402
 
 DATASET = "fashion_mnist"
 COLUMNS = ["model", "tag", "fmnist_top1", "fmnist_top5", "params", "binary_params", "ops",
@@ -75,6 +77,34 @@ def published_rows(weights_dir: Path):
                 "recipe": (record.get("recipe") or {}).get("name", ""),
             }
     return [row for row in rows.values() if row["model"] in zoo.MODELS]
+
+
+README_START = "<!-- published sets: written by `python benchmarks/zoo_table.py` -->"
+README_END = "<!-- end of published sets -->"
+
+
+def readme_table(weights_dir: Path) -> str:
+    """The README's table of published Fashion-MNIST sets, from the manifest's records:
+    recipe and epochs per stage, test top-1/top-5, params (binary) and OPs at the input
+    the set was trained at."""
+    records = json.loads((weights_dir / "manifest.json").read_text()).get("records", {})
+    lines = ["| weight set | recipe | epochs | top-1 | top-5 | params (binary) | OPs at 28x28 |",
+             "|---|---|---|---|---|---|---|"]
+    def natural(item):  # birealnet18, 34, 50, 101, 152
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", item[0])]
+
+    for key, record in sorted(records.items(), key=natural):
+        if record.get("dataset") != DATASET or "top1" not in (record.get("metrics") or {}):
+            continue
+        metrics, costs, recipe = record["metrics"], record.get("costs") or {}, record.get("recipe") or {}
+        epochs = "+".join(str(stage["epochs"]) for stage in recipe.get("stages") or []) or "-"
+        binary = costs.get("binary_params") or 0
+        params = f"{costs['params'] / 1e6:.2f}M " + (f"({binary / 1e6:.2f}M)" if binary else "(real-valued)")
+        height, width = record["input_shape"][:2]
+        size = "" if (height, width) == (28, 28) else f" ({height}x{width})"
+        lines.append(f"| `{key}` | `{recipe.get('name', '-')}` | {epochs} | {metrics['top1']:.2f}% | "
+                     f"{metrics['top5']:.2f}% | {params} | {costs['ops'] / 1e6:.2f}M{size} |")
+    return "\n".join(lines)
 
 
 def add_reported(rows, imagenet_ops: bool):
@@ -187,7 +217,10 @@ def main(argv=None):
     parser.add_argument("--output-dir", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--no-imagenet-ops", action="store_true",
                         help="Skip counting OPs at 224x224 (builds each model once).")
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md",
+                        help="README whose published-sets table is rewritten (between its markers).")
     args = parser.parse_args(argv)
+    replace_between(args.readme, README_START, README_END, readme_table(args.weights_dir))
     rows = published_rows(args.weights_dir)
     if not rows:
         sys.exit(f"No published {DATASET} weight sets in {args.weights_dir} (results.csv / manifest.json).")
@@ -197,7 +230,8 @@ def main(argv=None):
     write_table(rows, args.output_dir)
     png = plot(rows, args.output_dir)
     print((args.output_dir / "zoo_table.md").read_text())
-    print(f"wrote {args.output_dir / 'zoo_table.md'}, {args.output_dir / 'zoo_table.csv'}, {png}")
+    print(f"wrote {args.output_dir / 'zoo_table.md'}, {args.output_dir / 'zoo_table.csv'}, {png} "
+          f"and the published sets' table in {args.readme}")
 
 
 if __name__ == "__main__":

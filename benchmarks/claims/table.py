@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from benchmarks.claims import stats
 from benchmarks.claims.rows import Claim, Comparison
 from benchmarks.claims.runner import budget_id, metric_values
+from benchmarks.readme import replace_between
 
 METRIC_LABELS = {"top1": "test top-1 (%)", "knn_top1": "kNN top-1 (%)",
                  "linear_top1": "linear-probe top-1 (%)"}
@@ -180,13 +181,10 @@ def readme_table(claims: Sequence[Claim], records: Sequence[Mapping[str, Any]]) 
 
 def update_readme(readme: Path, table: str) -> None:
     """Replaces what lies between the README's two claims-table markers with ``table``."""
-    readme = Path(readme)
-    text = readme.read_text()
-    start, end = text.find(README_START), text.find(README_END)
-    if start < 0 or end < start:
-        raise ValueError(f"{readme} has no claims-table markers ({README_START} ... {README_END})")
-    head = text[:start + len(README_START)]
-    readme.write_text(f"{head}\n{table}\n{text[end:]}")
+    try:
+        replace_between(readme, README_START, README_END, table)
+    except ValueError as error:
+        raise ValueError(f"no claims-table markers: {error}") from None
 
 
 def write_table(claims: Sequence[Claim], records, markdown_path: Path, png_path: Path,
