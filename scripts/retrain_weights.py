@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from zoo.runs import CONFIG, RESULTS, has_saved_epoch  # noqa: E402  (the run-directory contract)
+
 RUNS = ROOT / "runs" / "weights"
 MANIFEST = ROOT / "weights" / "manifest.json"
 DATASET = "fashion_mnist"
 TAG = "fashion_mnist"
-CONFIG, RESULTS = "config.json", "results.json"  # the run-directory contract (zoo.runs)
 ZOO = [sys.executable, "-c", "from zoo.cli import main; main()"]  # `zoo` of this checkout
 TEACHER = "resnet18:fashion_mnist"
 
@@ -107,8 +109,7 @@ def next_action(target: Target, records: Mapping[str, Mapping]) -> Tuple[str, Op
     if not (run / CONFIG).is_file():
         return ("restart" if run.exists() else "train"), train_argv(target)
     if not (run / RESULTS).is_file():
-        state = run / "checkpoints" / "state"
-        if state.is_dir() and any(state.rglob("checkpoint")):
+        if has_saved_epoch(run):
             return "resume", ["train", target.model, "--resume", str(run), "--format", "json"]
         return "restart", train_argv(target)
     if _published_from(target, records):

@@ -98,6 +98,12 @@ def prepare_output_dir(output: Path) -> None:
         raise ZooError(f"{output} already holds a training run ({CONFIG}); choose another --output.")
 
 
+def has_saved_epoch(run_dir: Path) -> bool:
+    """The run in ``run_dir`` saved at least one epoch's state: ``--resume`` continues it."""
+    state = Path(run_dir) / "checkpoints" / "state"
+    return state.is_dir() and any(state.rglob("checkpoint"))
+
+
 def no_partial_run(function):
     """A run that fails (bad input or data, diverged loss, Ctrl-C, any error) before its
     first epoch was saved leaves nothing behind: the folders it created are removed."""
@@ -109,9 +115,8 @@ def no_partial_run(function):
             return function(*args, **kwargs)
         except BaseException:
             for run_dir, top, before in _NEW_RUNS[mark:]:
-                state = run_dir / "checkpoints" / "state"
-                if state.is_dir() and any(state.rglob("checkpoint")):
-                    continue  # an epoch was saved: --resume continues the run
+                if has_saved_epoch(run_dir):
+                    continue  # --resume continues the run
                 if top is not None:
                     shutil.rmtree(top, ignore_errors=True)
                     continue
