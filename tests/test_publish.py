@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from conftest import (
     TRAINED_CLASSES as CLASSES, TRAINED_MODEL as MODEL, TRAINED_SHAPE as SHAPE,
-    assert_one_error_line, cache_files, invoke,
+    assert_one_error_line, cache_files, invoke, summary_rows,
 )
 
 import zoo
@@ -54,6 +54,14 @@ def test_publish_writes_hashed_files_and_a_complete_record(published, run_dir, m
     assert record["recipe"]["name"] == "birealnet_adam" and "--limit 256" in record["command"]
     assert record["license"] == "Apache-2.0" and record["versions"]["larq"]
     assert record["labels"][0] == "T-shirt/top"
+    # what training cost, from the run's summary.csv rows and the machine its config recorded
+    seconds = [float(row["seconds"]) for row in summary_rows(run_dir)]
+    assert record["training"] == {
+        "epochs": len(seconds), "seconds": round(sum(seconds), 1),
+        "seconds_per_epoch": round(sum(seconds) / len(seconds), 1),
+        "hardware": json.loads((run_dir / "config.json").read_text())["hardware"]}
+    assert record["training"]["hardware"]["cpus"] >= 1 and record["training"]["seconds"] > 0
+    assert dict(spec.training) == record["training"] and spec.to_dict() == record
 
     with pytest.raises(WeightsError, match="never overwritten"):
         zpublish.publish(run_dir, "fmnist_test", release_dir=release, manifest=manifest)
@@ -172,7 +180,7 @@ def test_supersede_replaces_a_set_by_a_better_one_and_keeps_the_old_record(run_d
     assert record["metrics"]["top1"] == spec.metrics["top1"]
     assert record["supersedes"] == [{"files": old["files"], "metrics": old["metrics"],
                                      "command": old["command"], "date": old["date"],
-                                     "source": old["source"]}]
+                                     "source": old["source"], "training": old["training"]}]
     assert sorted(p.name for p in release.glob("*.h5")) == [new_file]  # the old file gone
     assert [dict(e["metrics"]) for e in zoo.hub.spec.WeightSpec.from_dict(key, record).supersedes] \
         == [old["metrics"]]

@@ -16,8 +16,14 @@ def test_published_sets_table_is_the_manifests():
     rows = [line for line in table.splitlines() if line.startswith("| `")]
     records = json.loads((ROOT / "weights" / "manifest.json").read_text())["records"]
     assert len(rows) == sum(r["dataset"] == "fashion_mnist" for r in records.values())
-    assert ("| `birealnet18.fashion_mnist` | `birealnet_adam` | 6 | 89.13% | 99.84% | "
+    bireal18 = records["birealnet18.fashion_mnist"]
+    assert (f"| `birealnet18.fashion_mnist` | `birealnet_adam` | 6 | {zoo_table._cost_per_epoch(bireal18)} | "
+            f"{bireal18['metrics']['top1']:.2f}% | {bireal18['metrics']['top5']:.2f}% | "
             "11.19M (10.99M) | 2.74M |") in rows
+    below = [key for key, r in records.items() if r["dataset"] == "fashion_mnist"
+             and r["costs"]["binary_params"] and r["metrics"]["top1"] < zoo_table.GOAL_TOP1]
+    assert f"Binary sets below the 90% goal ({len(below)}): " in table
+    assert all(f"`{key}` {records[key]['metrics']['top1']:.2f}%" in table for key in below)
     assert any(row.startswith("| `reactnet18.fashion_mnist` | `reactnet_two_step` | 2+2 |") for row in rows)
     assert any(row.endswith("| 225.16M (64x64) |") for row in rows)  # dorefanet's input
     bireal = [row.split("`")[1] for row in rows if row.startswith("| `birealnet")]
@@ -25,6 +31,15 @@ def test_published_sets_table_is_the_manifests():
     readme = (ROOT / "README.md").read_text()
     assert f"{zoo_table.README_START}\n{table}\n{zoo_table.README_END}" in readme, \
         "README's published sets differ from the manifest: run python benchmarks/zoo_table.py"
+
+
+def test_cost_per_epoch_is_the_records_measured_training_time():
+    record = {"training": {"epochs": 8, "seconds": 1920.0, "seconds_per_epoch": 240.0,
+                           "hardware": {"cpus": 2, "gpus": 0}}}
+    assert zoo_table._cost_per_epoch(record) == "4.0 (2 CPUs)"
+    record["training"]["hardware"] = None  # a run older than the hardware field
+    assert zoo_table._cost_per_epoch(record) == "4.0"
+    assert zoo_table._cost_per_epoch({}) == "-"  # published before training times were kept
 
 
 def test_replace_between_rewrites_only_the_marked_part(tmp_path):

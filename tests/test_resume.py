@@ -14,6 +14,7 @@ from conftest import (
 
 import zoo  # noqa: F401  (before TensorFlow: Keras 2)
 from zoo.cli import cli  # noqa: E402
+import zoo.runs  # noqa: E402  (hardware, training_time)
 
 
 def _error_line(result, *needles):
@@ -77,6 +78,11 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
     config = json.loads((run / "config.json").read_text())
     assert len(config["resumed"]) == 1 and config["resumed"][0]["epochs_done"] in (1, 2)
+    # each sitting records its machine; the training time counts every epoch once
+    assert config["resumed"][0]["hardware"] == config["hardware"] == zoo.runs.hardware()
+    cost = zoo.runs.training_time(run)
+    assert cost["epochs"] == 3 and cost["hardware"] == config["hardware"]
+    assert cost["seconds"] == round(sum(float(r["seconds"]) for r in rows), 1)
 
 
 @needs_fmnist
@@ -181,3 +187,19 @@ def test_resume_errors(tmp_path):
     _error_line(invoke(cli, "train", "binarynet", "--resume", str(run)), "cannot read")
     assert sorted(p.name for p in run.iterdir()) == ["config.json"] and "epochs=5" in line
 
+
+
+def test_training_time_reads_summary_rows(tmp_path):
+    """A run's training cost: summary.csv's epochs and seconds (None without rows), and
+    the machine only where its config recorded one (runs older than that field: None)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    assert zoo.runs.training_time(run) is None
+    (run / "summary.csv").write_text("epoch,stage,seconds\n")
+    assert zoo.runs.training_time(run) is None
+    (run / "summary.csv").write_text("epoch,stage,seconds\n1,binary,100.25\n2,binary,99.5\n3,step2,130\n")
+    (run / "config.json").write_text(json.dumps({"model": "birealnet18"}))
+    assert zoo.runs.training_time(run) == {"epochs": 3, "seconds": 329.8, "seconds_per_epoch": 109.9,
+                                           "hardware": None}
+    (run / "config.json").write_text(json.dumps({"hardware": {"cpus": 2, "gpus": 0}}))
+    assert zoo.runs.training_time(run)["hardware"] == {"cpus": 2, "gpus": 0}

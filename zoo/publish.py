@@ -31,7 +31,7 @@ from zoo.hub.packed import save_packed
 from zoo.hub.spec import (
     MANIFEST_SCHEMA, TAG_RE, WeightSpec, manifest_path, read_manifest_json, record_published,
 )
-from zoo.runs import run_config, run_model_overrides, write_json_atomically
+from zoo.runs import run_config, run_model_overrides, training_time, write_json_atomically
 from zoo.training.evaluate import evaluate_model
 
 DEFAULT_URL_TEMPLATE = "https://github.com/bnn-zoo/zoo/releases/download/{model}-{tag}/{file}"
@@ -159,7 +159,8 @@ def weight_set_record(model: str, tag: str, *, dataset: str, input_shape, num_cl
                       labels, model_overrides, costs, recipe, command, versions, license,
                       source: str, notes: Optional[str] = None,
                       metrics: Optional[Dict[str, Any]] = None,
-                      release: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                      release: Optional[Dict[str, Any]] = None,
+                      training: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """One manifest record (``zoo publish`` and ``zoo import`` write the same fields)."""
     record = {
         "model": model, "tag": tag, "dataset": dataset,
@@ -172,6 +173,8 @@ def weight_set_record(model: str, tag: str, *, dataset: str, input_shape, num_cl
     }
     if release:
         record["release"] = release
+    if training:
+        record["training"] = training
     return record
 
 
@@ -193,7 +196,7 @@ def superseded_entry(record: Dict[str, Any]) -> Dict[str, Any]:
     """What a replaced record leaves in its successor's ``"supersedes"`` list."""
     return {"files": record["files"], "metrics": record.get("metrics"),
             "command": record.get("command"), "date": record.get("date"),
-            "source": record.get("source")}
+            "source": record.get("source"), "training": record.get("training")}
 
 
 def _check_improves(key: str, previous: Dict[str, Any], metrics: Dict[str, Any]) -> None:
@@ -315,7 +318,7 @@ def publish(
             labels=list(zdata.class_names(dataset)), model_overrides=overrides, costs=costs,
             recipe=config.get("recipe"), command=config.get("command"),
             versions=config.get("versions") or {}, license=license,
-            source=f"zoo publish {run.name}", notes=notes)
+            source=f"zoo publish {run.name}", notes=notes, training=training_time(run))
         spec = WeightSpec.from_dict(key, record, str(folder.resolve()))
         # evaluate what a user gets: the verified top file, through the record, on the test split
         net = load(entry.name, weights=spec, input_shape=input_shape, num_classes=num_classes,

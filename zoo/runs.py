@@ -9,6 +9,7 @@ metrics, written last) and ``curves.png``. Every file is written atomically.
 """
 from __future__ import annotations
 
+import csv
 import datetime
 import functools
 import json
@@ -29,6 +30,7 @@ from zoo.hub.spec import get_spec, is_tag, split_tag
 CONFIG = "config.json"
 WEIGHTS = "weights.h5"
 RESULTS = "results.json"
+SUMMARY = "summary.csv"
 
 
 def versions() -> Dict[str, str]:
@@ -41,6 +43,35 @@ def versions() -> Dict[str, str]:
     return {"zoo": __version__, "tensorflow": tf.__version__, "keras": tf_keras.__version__,
             "larq": larq.__version__, "tensorflow_datasets": tfds.__version__,
             "python": platform.python_version()}
+
+
+def hardware() -> Dict[str, Any]:
+    """The machine a run trains on, as its config records it: the CPU cores this process
+    may use and the accelerators TensorFlow sees (what a training time is measured on)."""
+    import tensorflow as tf
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpus": cpus, "gpus": len(tf.config.list_physical_devices("GPU")),
+            "processor": platform.processor() or platform.machine()}
+
+
+def training_time(run_dir: Path) -> Optional[Dict[str, Any]]:
+    """What training a run cost: epochs trained (all stages), their wall-clock seconds
+    (each epoch's test evaluation included) and seconds per epoch, from ``summary.csv``,
+    with the machine its config recorded (None for runs older than that field). None when
+    the run has no summary rows."""
+    path = Path(run_dir) / SUMMARY
+    if not path.is_file():
+        return None
+    with path.open(newline="") as handle:
+        seconds = [float(row["seconds"]) for row in csv.DictReader(handle) if row.get("seconds")]
+    if not seconds:
+        return None
+    config_path = Path(run_dir) / CONFIG
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    return {"epochs": len(seconds), "seconds": round(sum(seconds), 1),
+            "seconds_per_epoch": round(sum(seconds) / len(seconds), 1),
+            "hardware": config.get("hardware")}
 
 
 # ----------------------------------------------------------------------------- atomic writes

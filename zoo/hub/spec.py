@@ -124,7 +124,9 @@ class WeightSpec:
     notes: Optional[str] = None
     # an imported release: {"url", "file", "sha256", "size", "source", "layout", ...}
     release: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    # the records this one replaced, newest first: [{"files", "metrics", "command", "date", "source"}]
+    # what training it cost: {"epochs", "seconds", "seconds_per_epoch", "hardware"} (zoo.runs.training_time)
+    training: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # the records this one replaced, newest first: [{"files", "metrics", "command", "date", "source", "training"}]
     supersedes: Tuple[Mapping[str, Any], ...] = ()
     # the folder of the manifest this record was read from (searched read-only)
     origin: Optional[str] = dataclasses.field(default=None, compare=False)
@@ -165,6 +167,8 @@ class WeightSpec:
         }
         if self.release:
             record["release"] = thaw(self.release)
+        if self.training:
+            record["training"] = thaw(self.training)
         if self.supersedes:
             record["supersedes"] = [thaw(entry) for entry in self.supersedes]
         return record
@@ -205,6 +209,7 @@ class WeightSpec:
             versions=freeze(record.get("versions") or {}), license=record.get("license"),
             date=record.get("date"), source=record.get("source"), notes=record.get("notes"),
             release=freeze(record.get("release") or {}),
+            training=freeze(record.get("training") or {}),
             supersedes=tuple(freeze(entry) for entry in record.get("supersedes") or ()),
             origin=origin,
         )

@@ -25,8 +25,8 @@ from zoo.api import get_entry, load
 from zoo.settings import EVAL_BATCH_SIZE
 from zoo.errors import InvalidInputError, ZooError
 from zoo.runs import (
-    CONFIG, RESULTS, WEIGHTS, default_output, no_partial_run, prepare_output_dir,
-    save_weights_atomically, versions, write_json_atomically,
+    CONFIG, RESULTS, SUMMARY, WEIGHTS, default_output, hardware, no_partial_run,
+    prepare_output_dir, save_weights_atomically, versions, write_json_atomically,
 )
 from zoo.training import distributed as zdist
 from zoo.training.callbacks import (
@@ -215,7 +215,7 @@ def _run(config: TrainConfig, plan: _Plan) -> Dict[str, Any]:
         "recipe": recipe.to_dict(),
         "teacher": str(plan.teacher) if teacher_model is not None else None,
         "augment": None if augmentation is None else {"name": augmentation.name, "args": augmentation.config()},
-        "train_examples": train_examples, "versions": versions(),
+        "train_examples": train_examples, "versions": versions(), "hardware": hardware(),
         "command": config.command or " ".join(sys.argv),
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
     }
@@ -260,9 +260,10 @@ def _start(plan: _Plan, run_dir: Path, run_record: Dict[str, Any], chief: bool) 
     done = sum(s.epochs for s in recipe.stages[:start_stage]) + start_epoch
     if chief:
         plan.saved_config.setdefault("resumed", []).append(
-            {"command": run_record["command"], "at": run_record["started"], "epochs_done": done})
+            {"command": run_record["command"], "at": run_record["started"], "epochs_done": done,
+             "hardware": run_record["hardware"]})
         write_json_atomically(output / CONFIG, plan.saved_config)
-        trim_summary(output / "summary.csv", done)
+        trim_summary(output / SUMMARY, done)
     print(f"[{plan.entry.name}] resuming {output}: {done} epoch(s) done, continuing stage "
           f"{start_stage + 1} '{recipe.stages[start_stage].name}' at epoch {start_epoch + 1}",
           file=sys.stderr)
@@ -324,7 +325,7 @@ def _fit_stage(plan: _Plan, dist, index: int, stage: Stage, previous, teacher_mo
         SaveWeights(net, str(run_dir / "checkpoints" / (prefix + "epoch{epoch:03d}.h5")), guard),
         tf.keras.callbacks.TensorBoard(str(run_dir / "logs" / stage.name), histogram_freq=0,
                                        profile_batch=0),
-        EpochSummary(run_dir / "summary.csv", stage.name, epoch_offset, guard),
+        EpochSummary(run_dir / SUMMARY, stage.name, epoch_offset, guard),
         state,  # last: its checkpoint marks the epoch done (--resume trims what came after)
     ]
     callbacks[1:1] = progress_callbacks(entry.name, steps, verbose)
@@ -356,7 +357,7 @@ def _finish(plan: _Plan, net, dist, chief: bool, run_dir: Path, epochs: int) -> 
     try:
         from zoo.plots import plot_training_curves
 
-        plot_training_curves(output / "summary.csv", output / "curves.png",
+        plot_training_curves(output / SUMMARY, output / "curves.png",
                              title=f"{entry.name} on {spec.name}")
     except Exception as error:  # noqa: BLE001 - a plot must never lose a finished run
         print(f"(could not draw curves.png: {error})", file=sys.stderr)
