@@ -84,3 +84,11 @@ def test_next_action_follows_the_run_directory_and_the_manifest(tmp_path, monkey
 def test_unknown_target_is_one_clear_error():
     with pytest.raises(SystemExit, match="not in the plan: resnet18, birealnet34"):
         retrain.get_target("birealnet999")
+
+
+def test_every_binary_set_below_the_goal_is_a_target():
+    from benchmarks.zoo_table import GOAL_TOP1
+
+    below = {key for key, r in _records().items() if r["dataset"] == "fashion_mnist"
+             and r["costs"]["binary_params"] and r["metrics"]["top1"] < GOAL_TOP1}
+    assert below <= {t.key for t in retrain.PLAN}, below - {t.key for t in retrain.PLAN}
