@@ -92,3 +92,28 @@ def test_every_binary_set_below_the_goal_is_a_target():
     below = {key for key, r in _records().items() if r["dataset"] == "fashion_mnist"
              and r["costs"]["binary_params"] and r["metrics"]["top1"] < GOAL_TOP1}
     assert below <= {t.key for t in retrain.PLAN}, below - {t.key for t in retrain.PLAN}
+
+
+def test_run_steps_each_target_to_done_and_rewrites_the_tables_after_each_publish(monkeypatch):
+    steps = {"resnet18": ["train", "publish", "done"], "birealnet34": ["resume", "publish"],
+             "reactnet_a": ["restart", "done"]}
+    calls = []
+
+    def next_action(target, records):
+        state = steps[target.model].pop(0)
+        return state, None if state == "done" else [state, target.model]
+
+    def zoo(argv):
+        calls.append(tuple(argv))
+        return 1 if argv == ["publish", "birealnet34"] else 0  # a worse set: refused
+
+    monkeypatch.setattr(retrain, "next_action", next_action)
+    monkeypatch.setattr(retrain, "_records", lambda: {})
+    monkeypatch.setattr(retrain, "_zoo", zoo)
+    monkeypatch.setattr(retrain.shutil, "rmtree", lambda path, ignore_errors: calls.append(("rm", path.name)))
+    monkeypatch.setattr(retrain.subprocess, "run", lambda argv, **kw: calls.append(("table", Path(argv[1]).name)))
+    assert retrain.run(["resnet18", "birealnet34", "reactnet_a"]) == 1  # one target failed
+    assert calls == [("train", "resnet18"), ("publish", "resnet18"), ("table", "zoo_table.py"),
+                     ("resume", "birealnet34"), ("publish", "birealnet34"),
+                     ("rm", "reactnet_a-fashion_mnist"), ("restart", "reactnet_a")]
+    assert all(not left for left in steps.values())
