@@ -198,3 +198,22 @@ def test_train_with_cutmix_records_it(tmp_path):
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["augment"] == {"name": "cutmix", "args": {"beta": 1.0, "prob": 1.0}}
     assert 0.0 <= results["top1"] <= 100.0 and np.isfinite(results["loss"])
+
+
+def test_auto_extractor_offline_is_the_best_real_valued_published_set(monkeypatch):
+    """Without ResNet-50's ImageNet weights, ``auto`` takes a real-valued published set of
+    the training dataset (the paper's extractor is a real classifier), the best-scoring."""
+    import zoo
+    from zoo.augment import attentive
+
+    monkeypatch.setattr(attentive, "_resnet50_weights_available", lambda: False)
+    real = [(spec.metrics["top1"], f"{name}.{tag}") for name, entry in zoo.MODELS.items()
+            if not entry.binary for tag, spec in entry.weights.items()
+            if spec.dataset == "fashion_mnist"]
+    assert len(real) >= 2  # ResNet-18, SPOS, the MetaPruning MobileNets
+    assert attentive.resolve_extractor_name("auto", "fashion_mnist") == max(real)[1] \
+        == "resnet18.fashion_mnist"
+    assert attentive.resolve_extractor_name("birealnet18.fashion_mnist", "fashion_mnist") \
+        == "birealnet18.fashion_mnist"
+    with pytest.raises(zoo.ZooError, match="needs a trained feature extractor"):
+        attentive.resolve_extractor_name("auto", "no_such_dataset")

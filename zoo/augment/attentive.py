@@ -29,9 +29,9 @@ Extractors (``extractor=``):
 - ``NAME:WEIGHTS`` or ``RUN_DIR``: a zoo entry with a weights file or a
   ``zoo train`` run directory (its config.json names the model).
 - ``auto`` (default): ResNet-50 with ImageNet weights when they are in the Keras
-  cache (or can be downloaded), else a published zoo weight set trained on the
-  training dataset (real-valued entries first), else an error that says what
-  to pass. Offline on Fashion-MNIST this picks ``birealnet18.fashion_mnist``.
+  cache (or can be downloaded), else the published zoo weight set trained on the
+  training dataset that is real-valued and scores best, else an error that says
+  what to pass. Offline on Fashion-MNIST this picks ``resnet18.fashion_mnist``.
 """
 from __future__ import annotations
 
@@ -158,15 +158,18 @@ def _resnet50_weights_available() -> bool:
 
 
 def _published_for(dataset: str) -> Optional[str]:
-    """A published zoo weight set trained on ``dataset`` (real-valued entries first)."""
+    """The published zoo weight set trained on ``dataset`` that an extractor should be:
+    real-valued entries first (the paper's extractor is a real classifier), then the
+    highest test top-1."""
     from zoo.registry import MODELS
 
     found = []
     for name, entry in MODELS.items():
         for tag, spec in entry.weights.items():
             if getattr(spec, "dataset", None) == dataset:
-                found.append((entry.binary, name, tag))
-    return f"{sorted(found)[0][1]}.{sorted(found)[0][2]}" if found else None
+                top1 = (getattr(spec, "metrics", None) or {}).get("top1", 0.0)
+                found.append((entry.binary, -top1, name, tag))
+    return f"{min(found)[2]}.{min(found)[3]}" if found else None
 
 
 def resolve_extractor_name(extractor: str, dataset: str) -> str:
