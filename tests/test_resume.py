@@ -201,5 +201,10 @@ def test_training_time_reads_summary_rows(tmp_path):
     (run / "config.json").write_text(json.dumps({"model": "birealnet18"}))
     assert zoo.runs.training_time(run) == {"epochs": 3, "seconds": 329.8, "seconds_per_epoch": 109.9,
                                            "hardware": None}
-    (run / "config.json").write_text(json.dumps({"hardware": {"cpus": 2, "gpus": 0}}))
-    assert zoo.runs.training_time(run)["hardware"] == {"cpus": 2, "gpus": 0}
+    machine = {"cpus": 2, "gpus": 0}
+    config = {"hardware": machine, "resumed": [{"epochs_done": 1, "hardware": machine}]}
+    (run / "config.json").write_text(json.dumps(config))
+    assert zoo.runs.training_time(run)["hardware"] == machine
+    config["resumed"].append({"epochs_done": 2, "hardware": {"cpus": 8, "gpus": 1}})
+    (run / "config.json").write_text(json.dumps(config))
+    assert zoo.runs.training_time(run)["hardware"] is None  # the epochs ran on two machines

@@ -58,8 +58,8 @@ def hardware() -> Dict[str, Any]:
 def training_time(run_dir: Path) -> Optional[Dict[str, Any]]:
     """What training a run cost: epochs trained (all stages), their wall-clock seconds
     (each epoch's test evaluation included) and seconds per epoch, from ``summary.csv``,
-    with the machine its config recorded (None for runs older than that field). None when
-    the run has no summary rows."""
+    with the machine its config recorded (None for runs older than that field, or resumed on
+    another machine). None when the run has no summary rows."""
     path = Path(run_dir) / SUMMARY
     if not path.is_file():
         return None
@@ -69,9 +69,10 @@ def training_time(run_dir: Path) -> Optional[Dict[str, Any]]:
         return None
     config_path = Path(run_dir) / CONFIG
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    machines = [config.get("hardware")] + [r.get("hardware") for r in config.get("resumed") or ()]
     return {"epochs": len(seconds), "seconds": round(sum(seconds), 1),
             "seconds_per_epoch": round(sum(seconds) / len(seconds), 1),
-            "hardware": config.get("hardware")}
+            "hardware": machines[0] if all(m == machines[0] for m in machines) else None}
 
 
 # ----------------------------------------------------------------------------- atomic writes
