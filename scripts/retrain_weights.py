@@ -10,7 +10,9 @@ checkpoints after every epoch), and is then published with ``zoo publish --super
 old record is kept under ``supersedes``). The ResNet-18 teacher comes first and is
 published as a new set, ``resnet18.fashion_mnist``, which the distilling recipes use as
 ``--teacher resnet18:fashion_mnist``. State lives in the run directories and the
-manifest only: a finished step is never run twice, a killed one continues.
+manifest only: a finished step is never run twice, a killed one continues, and a run
+of an older plan (the target's command changed, e.g. more epochs) is set aside as
+``RUN.old1`` and trained anew.
 A target whose new set scores lower is reported and left unpublished (its run stays).
 After each publish, ``benchmarks/zoo_table.py`` rewrites the results table, the Pareto plot
 and the README's table of published sets.
@@ -127,12 +129,42 @@ def _published_from(target: Target, records: Mapping[str, Mapping]) -> bool:
     return record.get("command") == config.get("command")
 
 
+def _without_output(argv: Sequence[str]) -> List[str]:
+    """A train command's arguments but its ``--output`` (a checkout may move)."""
+    argv = list(argv)
+    if "--output" in argv:
+        at = argv.index("--output")
+        del argv[at:at + 2]
+    return argv
+
+
+def follows_plan(target: Target, config: Mapping) -> bool:
+    """The run in ``target.run_dir`` was started by the plan's current command (``zoo train``
+    records it as typed in config.json); a plan changed since (more epochs, another
+    learning rate) makes it another run."""
+    recorded = shlex.split(str(config.get("command") or ""))[1:]  # without "zoo"
+    return _without_output(recorded) == _without_output(train_argv(target))
+
+
+def set_aside(run: Path) -> Path:
+    """Move a run the plan no longer asks for to ``RUN.old1`` (``.old2``, ...): kept, not lost."""
+    number = 1
+    while run.with_name(f"{run.name}.old{number}").exists():
+        number += 1
+    aside = run.with_name(f"{run.name}.old{number}")
+    run.rename(aside)
+    return aside
+
+
 def next_action(target: Target, records: Mapping[str, Mapping]) -> Tuple[str, Optional[List[str]]]:
     """``(state, argv)``: "train" (new run), "restart" (a run killed before its first
-    epoch was saved: removed, then trained), "resume", "publish" or "done" (argv None)."""
+    epoch was saved: removed, then trained), "replace" (a run of an older plan: set aside,
+    then trained), "resume", "publish" or "done" (argv None)."""
     run = target.run_dir
     if not (run / CONFIG).is_file():
         return ("restart" if run.exists() else "train"), train_argv(target)
+    if not follows_plan(target, json.loads((run / CONFIG).read_text())):
+        return "replace", train_argv(target)
     if not (run / RESULTS).is_file():
         if has_saved_epoch(run):
             return "resume", ["train", target.model, "--resume", str(run), "--format", "json"]
@@ -162,6 +194,9 @@ def run(models: Sequence[str]) -> int:
                 break
             if state == "restart":
                 shutil.rmtree(target.run_dir, ignore_errors=True)
+            elif state == "replace":
+                print(f"{target.key}: the plan changed; the old run is now {set_aside(target.run_dir)}",
+                      flush=True)
             if _zoo(argv) != 0:
                 print(f"{target.key}: `zoo {argv[0]}` failed; left as it is", flush=True)
                 failed.append(target.key)

@@ -3,6 +3,7 @@ sets' input sizes, and a target's next step follows from its run directory and t
 manifest alone (train, restart, resume, publish, done). No training here."""
 import importlib.util
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def test_next_action_follows_the_run_directory_and_the_manifest(tmp_path, monkey
 
     run.mkdir()  # killed before its config was written
     assert retrain.next_action(target, {})[0] == "restart"
-    command = "zoo train birealnet34 --epochs 8"
+    command = "zoo " + shlex.join(retrain.train_argv(target))  # as zoo train records it
     (run / "config.json").write_text(json.dumps({"command": command}))
     assert retrain.next_action(target, {})[0] == "restart"  # no epoch saved yet
 
@@ -117,3 +118,36 @@ def test_run_steps_each_target_to_done_and_rewrites_the_tables_after_each_publis
                      ("resume", "birealnet34"), ("publish", "birealnet34"),
                      ("rm", "reactnet_a-fashion_mnist"), ("restart", "reactnet_a")]
     assert all(not left for left in steps.values())
+
+
+def test_a_run_of_an_older_plan_is_set_aside_and_trained_anew(tmp_path, monkeypatch):
+    monkeypatch.setattr(retrain, "RUNS", tmp_path)
+    target = retrain.get_target("birealnet34")
+    run = target.run_dir
+    run.mkdir()
+    argv = retrain.train_argv(target)
+    moved = [a if a != str(run) else "/elsewhere/birealnet34-fashion_mnist" for a in argv]
+    (run / "config.json").write_text(json.dumps({"command": "zoo " + shlex.join(moved)}))
+    (run / "results.json").write_text("{}")
+    assert retrain.next_action(target, {})[0] == "publish"  # the checkout moved: same run
+    older = [a if a != "8" else "3" for a in argv]  # the plan had 3 epochs then
+    (run / "config.json").write_text(json.dumps({"command": "zoo " + shlex.join(older)}))
+    assert retrain.next_action(target, {}) == ("replace", argv)
+
+    monkeypatch.setattr(retrain, "_records", lambda: {})
+    trained = []
+
+    def zoo(argv):  # the new run: config, results; then publishing fails (stop there)
+        if argv[0] == "train":
+            run.mkdir()
+            (run / "config.json").write_text(json.dumps({"command": "zoo " + shlex.join(argv)}))
+            (run / "results.json").write_text("{}")
+        trained.append(argv[0])
+        return 0 if argv[0] == "train" else 1
+
+    monkeypatch.setattr(retrain, "_zoo", zoo)
+    assert retrain.run(["birealnet34"]) == 1 and trained == ["train", "publish"]
+    old = tmp_path / "birealnet34-fashion_mnist.old1"
+    assert json.loads((old / "config.json").read_text())["command"] == "zoo " + shlex.join(older)
+    assert (old / "results.json").is_file()  # set aside, not lost
+    assert retrain.set_aside(run).name == "birealnet34-fashion_mnist.old2"
