@@ -128,6 +128,40 @@ def readme_table(weights_dir: Path) -> str:
     return "\n".join(lines)
 
 
+STORAGE_START = "<!-- weight storage: written by `python benchmarks/zoo_table.py` -->"
+STORAGE_END = "<!-- end of weight storage -->"
+
+
+def storage_table(weights_dir: Path) -> str:
+    """A markdown table of every set whose files are in ``weights_dir``: format, binary
+    weights, bits per binary weight (scales counted), file size against its minimum
+    (binary weights at 1 bit, real parameters at 32), and the folder's total."""
+    from zoo.hub import packed
+
+    records = json.loads((weights_dir / "manifest.json").read_text())["records"]
+    lines = ["| set | format | binary weights | bits/binary weight | size | minimum | x min |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for key, record in sorted(records.items()):
+        paths = [weights_dir / f["file"] for f in record["files"].values() if f]
+        if not all(path.is_file() for path in paths):
+            continue  # a set downloaded from elsewhere (larq-zoo's ImageNet files)
+        size = sum(path.stat().st_size for path in paths)
+        costs = record.get("costs") or {}
+        binary = int(costs.get("binary_params") or 0)
+        minimum = binary / 8 + 4 * (int(costs.get("params") or 0) - binary)
+        if packed.is_packed(paths[0]):
+            stats = packed.summary(paths[0])
+            kind, bits = "packed", f"{stats['bits_per_binary_weight']:.4f}" if binary else "-"
+        else:
+            kind, bits = f"Keras h5 ({len(paths)} files)", "32 (float)"
+        lines.append(f"| `{key}` | {kind} | {binary:,} | {bits} | {size / 1e6:.2f} MB | "
+                     f"{minimum / 1e6:.2f} MB | {size / minimum:.2f} |")
+    files = list(weights_dir.glob("*.h5"))
+    lines.append(f"\n{len(files)} weight files, {sum(p.stat().st_size for p in files) / 1e6:.1f} MB "
+                 f"in `{weights_dir.name}/`")
+    return "\n".join(lines)
+
+
 def add_reported(rows, imagenet_ops: bool):
     for row in rows:
         entry = zoo.get_entry(row["model"])
@@ -239,9 +273,11 @@ def main(argv=None):
     parser.add_argument("--no-imagenet-ops", action="store_true",
                         help="Skip counting OPs at 224x224 (builds each model once).")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md",
-                        help="README whose published-sets table is rewritten (between its markers).")
+                        help="README whose published-sets and storage tables are rewritten "
+                             "(between their markers).")
     args = parser.parse_args(argv)
     replace_between(args.readme, README_START, README_END, readme_table(args.weights_dir))
+    replace_between(args.readme, STORAGE_START, STORAGE_END, storage_table(args.weights_dir))
     rows = published_rows(args.weights_dir)
     if not rows:
         sys.exit(f"No published {DATASET} weight sets in {args.weights_dir} (results.csv / manifest.json).")
@@ -252,7 +288,7 @@ def main(argv=None):
     png = plot(rows, args.output_dir)
     print((args.output_dir / "zoo_table.md").read_text())
     print(f"wrote {args.output_dir / 'zoo_table.md'}, {args.output_dir / 'zoo_table.csv'}, {png} "
-          f"and the published sets' table in {args.readme}")
+          f"and the published sets' and storage tables in {args.readme}")
 
 
 if __name__ == "__main__":

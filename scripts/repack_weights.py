@@ -162,42 +162,6 @@ def float16_effect(key: str, batch: int) -> str:
             f"({100 * changed / len(images):.1f}%), max |softmax diff| {np.abs(after - before).max():.3g}")
 
 
-def storage_report() -> str:
-    """A markdown table of every set whose files are in the manifest's folder: format,
-    binary weights, bits per binary weight (scales counted), file size against its
-    minimum (binary weights at 1 bit, real parameters at 32), and the folder's total."""
-    import json
-
-    from zoo.hub import packed
-    from zoo.hub.spec import manifest_path
-
-    mpath = manifest_path()
-    records = json.loads(mpath.read_text())["records"]
-    lines = ["| set | format | binary weights | bits/binary weight | size | minimum | x min |",
-             "|---|---|---:|---:|---:|---:|---:|"]
-    total = 0
-    for key, record in sorted(records.items()):
-        paths = [mpath.parent / f["file"] for f in record["files"].values() if f]
-        if not all(path.is_file() for path in paths):
-            continue  # a set downloaded from elsewhere (larq-zoo's ImageNet files)
-        size = sum(path.stat().st_size for path in paths)
-        total += size
-        costs = record.get("costs") or {}
-        binary = int(costs.get("binary_params") or 0)
-        minimum = binary / 8 + 4 * (int(costs.get("params") or 0) - binary)
-        if packed.is_packed(paths[0]):
-            stats = packed.summary(paths[0])
-            kind, bits = "packed", f"{stats['bits_per_binary_weight']:.4f}" if binary else "-"
-        else:
-            kind, bits = f"Keras h5 ({len(paths)} files)", "32 (float)"
-        lines.append(f"| `{key}` | {kind} | {binary:,} | {bits} | {size / 1e6:.2f} MB | "
-                     f"{minimum / 1e6:.2f} MB | {size / minimum:.2f} |")
-    files = [p for p in mpath.parent.glob("*.h5")]
-    lines.append(f"\n{len(files)} weight files, {sum(p.stat().st_size for p in files) / 1e6:.1f} MB "
-                 f"in `{mpath.parent.name}/`")
-    return "\n".join(lines)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sets", nargs="*", metavar="MODEL.TAG")
@@ -211,7 +175,10 @@ def main(argv=None) -> int:
         parser.error("name the sets to repack (MODEL.TAG ...), or --report")
     sys.path.insert(0, str(ROOT))
     if args.report:
-        print(storage_report())
+        from benchmarks.zoo_table import storage_table
+        from zoo.hub.spec import manifest_path
+
+        print(storage_table(manifest_path().parent))
         return 0
     import zoo.api  # noqa: F401  (registers the models and attaches the manifest)
 

@@ -15,7 +15,7 @@ of an older plan (the target's command changed, e.g. more epochs) is set aside a
 ``RUN.old1`` and trained anew.
 A target whose new set scores lower is reported and left unpublished (its run stays).
 After each publish, ``benchmarks/zoo_table.py`` rewrites the results table, the Pareto plot
-and the README's table of published sets.
+and the README's tables of published sets and of their storage.
 """
 from __future__ import annotations
 

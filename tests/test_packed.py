@@ -122,15 +122,13 @@ def test_truncated_or_foreign_packed_file_is_one_clear_error(fresh_session, tmp_
 def test_published_packed_sets_meet_the_storage_goals():
     """Every packed set in weights/: at most 1.05 bits per binary weight (scales counted)
     and at most 1.15x its minimum size; the report the README shows lists every set."""
-    import importlib.util
     import json
     from pathlib import Path
 
+    from benchmarks.zoo_table import storage_table
+
     root = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location("repack_weights", root / "scripts" / "repack_weights.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    rows = [line.split(" | ") for line in script.storage_report().splitlines()
+    rows = [line.split(" | ") for line in storage_table(root / "weights").splitlines()
             if line.startswith("| `")]
     records = json.loads((root / "weights" / "manifest.json").read_text())["records"]
     local = {key for key, r in records.items() if (root / "weights" / r["files"]["top"]["file"]).is_file()}

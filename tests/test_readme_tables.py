@@ -33,6 +33,16 @@ def test_published_sets_table_is_the_manifests():
         "README's published sets differ from the manifest: run python benchmarks/zoo_table.py"
 
 
+def test_storage_table_is_the_weights_folders():
+    table = zoo_table.storage_table(ROOT / "weights")
+    readme = (ROOT / "README.md").read_text()
+    assert f"{zoo_table.STORAGE_START}\n{table}\n{zoo_table.STORAGE_END}" in readme, \
+        "README's storage table differs from weights/: run python benchmarks/zoo_table.py"
+    files = list((ROOT / "weights").glob("*.h5"))
+    assert table.endswith(f"{len(files)} weight files, "
+                          f"{sum(p.stat().st_size for p in files) / 1e6:.1f} MB in `weights/`")
+
+
 def test_cost_per_epoch_is_the_records_measured_training_time():
     record = {"training": {"epochs": 8, "seconds": 1920.0, "seconds_per_epoch": 240.0,
                            "hardware": {"cpus": 2, "gpus": 0}}}
