@@ -6,7 +6,9 @@ OPs at the trained input; beside it the ImageNet top-1 that the entry's paper
 *reports* (registry ``reported`` metadata, never measured here) with the OPs of the
 architecture counted here at 224x224. Writes ``zoo_table.md``, ``zoo_table.csv`` and
 ``zoo_pareto.png`` (left: Fashion-MNIST top-1 vs OPs with the Pareto front; right:
-the reported ImageNet numbers, labelled as such).
+the reported ImageNet numbers, labelled as such), and rewrites the README's table of
+published sets (with each set's measured training minutes per epoch and the binary sets
+below the goal) and its table of weight storage.
 
 Usage::
 
