@@ -31,7 +31,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from zoo.runs import CONFIG, RESULTS, has_saved_epoch  # noqa: E402  (the run-directory contract)
+from zoo.runs import CONFIG, RESULTS, has_saved_epoch, training_time  # noqa: E402  (the run-directory contract)
 
 RUNS = ROOT / "runs" / "weights"
 MANIFEST = ROOT / "weights" / "manifest.json"
@@ -214,10 +214,8 @@ def status() -> int:
     for target in PLAN:
         state, _ = next_action(target, records)
         old = (records.get(target.key) or {}).get("metrics", {}).get("top1")
-        done = ""
-        summary = target.run_dir / "summary.csv"
-        if summary.is_file():
-            done = f", {len(summary.read_text().strip().splitlines()) - 1} epoch(s) trained"
+        trained = training_time(target.run_dir)
+        done = f", {trained['epochs']} epoch(s) trained" if trained else ""
         print(f"{target.key:<32} {state:<8} published top-1 {old if old is not None else '-'}{done}")
     return 0
 
