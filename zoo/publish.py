@@ -7,7 +7,6 @@ the test split, and adds the record to the manifest (and ``results.csv`` beside 
 """
 from __future__ import annotations
 
-import csv
 import datetime
 import hashlib
 import os
@@ -31,7 +30,8 @@ from zoo.hub.packed import save_packed
 from zoo.hub.spec import (
     MANIFEST_SCHEMA, TAG_RE, WeightSpec, manifest_path, read_manifest_json, record_published,
 )
-from zoo.runs import run_config, run_model_overrides, training_time, write_json_atomically
+from zoo.runs import (run_config, run_model_overrides, training_time, write_csv_atomically,
+                      write_json_atomically)
 from zoo.training.evaluate import evaluate_model
 
 DEFAULT_URL_TEMPLATE = "https://github.com/bnn-zoo/zoo/releases/download/{model}-{tag}/{file}"
@@ -53,25 +53,22 @@ def write_results_csv(manifest: Optional[os.PathLike] = None) -> Path:
     mpath = manifest_path(manifest)
     records = read_manifest_json(mpath)["records"]
     target = mpath.parent / "results.csv"
-    tmp = target.with_name(f".results.{uuid.uuid4().hex[:8]}.csv")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=RESULTS_FIELDS)
-        writer.writeheader()
-        for key, record in sorted(records.items()):
-            metrics = record.get("metrics") or {}
-            if "source" in metrics or "examples" not in metrics:  # reported, not evaluated here
-                continue
-            costs = record.get("costs") or {}
-            writer.writerow({
-                "model": record["model"], "tag": record["tag"], "dataset": metrics.get("dataset"),
-                "split": metrics.get("split"), "examples": metrics.get("examples"),
-                "top1": metrics.get("top1"), "top5": metrics.get("top5"), "loss": metrics.get("loss"),
-                "params": costs.get("params"), "binary_params": costs.get("binary_params"),
-                "ops": costs.get("ops"), "input_shape": "x".join(map(str, record.get("input_shape", []))),
-                "file": record["files"]["top"]["file"],
-                "recipe": (record.get("recipe") or {}).get("name"), "date": record.get("date"),
-            })
-    os.replace(tmp, target)
+    rows = []
+    for key, record in sorted(records.items()):
+        metrics = record.get("metrics") or {}
+        if "source" in metrics or "examples" not in metrics:  # reported, not evaluated here
+            continue
+        costs = record.get("costs") or {}
+        rows.append({
+            "model": record["model"], "tag": record["tag"], "dataset": metrics.get("dataset"),
+            "split": metrics.get("split"), "examples": metrics.get("examples"),
+            "top1": metrics.get("top1"), "top5": metrics.get("top5"), "loss": metrics.get("loss"),
+            "params": costs.get("params"), "binary_params": costs.get("binary_params"),
+            "ops": costs.get("ops"), "input_shape": "x".join(map(str, record.get("input_shape", []))),
+            "file": record["files"]["top"]["file"],
+            "recipe": (record.get("recipe") or {}).get("name"), "date": record.get("date"),
+        })
+    write_csv_atomically(target, RESULTS_FIELDS, rows)
     return target
 
 

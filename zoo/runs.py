@@ -12,13 +12,14 @@ from __future__ import annotations
 import csv
 import datetime
 import functools
+import io
 import json
 import os
 import platform
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from zoo import data as zdata
 from zoo._version import __version__
@@ -94,6 +95,15 @@ def write_json_atomically(path: Path, data: Any) -> None:
     """``data`` as indented JSON, written atomically (parent folders created)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_text_atomically(Path(path), json.dumps(data, indent=2, default=str) + "\n")
+
+
+def write_csv_atomically(path: Path, fields: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """A header of ``fields`` and ``rows`` (dicts) as CSV, written atomically."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(fields))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomically(Path(path), buffer.getvalue())
 
 
 def save_weights_atomically(model, path) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ import numpy as np
 from zoo.errors import InvalidInputError, ZooError
 from zoo.layers import batchnorm_layers, recalibrate_batchnorm  # noqa: F401  (re-exported)
 from zoo.models import _arch
+from zoo.runs import write_json_atomically
 
 Candidate = Tuple[int, ...]
 LOG_NAME = "search_log.json"
@@ -190,12 +190,6 @@ def _record(space, candidate, evaluated):
     return {"arch": arch, "genes": list(candidate), "score": score, "cost": cost}
 
 
-def _write_log(path: Path, payload: Dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
-
-
 def evolutionary_search(
     space: SearchSpace,
     score_fn: Callable[[Candidate], float],
@@ -314,7 +308,7 @@ def evolutionary_search(
         bar.generation_done(generation, generations, record["best"]["score"],
                             record["mean_score"], record["best"]["cost"])
         if log_path is not None:
-            _write_log(log_path, {
+            write_json_atomically(log_path, {
                 "version": LOG_VERSION, "settings": settings, "generations": history,
                 "evaluated": {a: list(v) for a, v in evaluated.items()},
                 "state": {"top": [space.encode(c) for c in top], "rng": rng.bit_generator.state},

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime
-import json
 import math
 import os
 import sys
@@ -23,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import data as zdata
+from zoo import runs
 from zoo.augment.mixing import split_seed
 from zoo.errors import InvalidInputError, ZooError
 from zoo.ssl import get_method
@@ -193,7 +193,7 @@ class Monitor(tf.keras.callbacks.Callback):
             print(f"epoch {epoch + 1}: loss {row.get('loss', float('nan')):.4f}, kNN top-1 "
                   f"{knn['knn_top1']:.2f}% ({knn['train_examples']} train / {knn['examples']} test)",
                   file=sys.stderr)
-        path = self.output / "summary.csv"
+        path = self.output / runs.SUMMARY
         new = not path.exists()
         with path.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=self.FIELDS)
@@ -267,7 +267,6 @@ def pretrain(
     ``monitor_limit`` test images."""
     from zoo.api import get_entry, load
     from zoo.ssl.probe import evaluate_backbone
-    from zoo.runs import prepare_output_dir, versions
     from zoo.training.callbacks import fit_verbosity, progress_callbacks
 
     entry = get_entry(model)
@@ -290,7 +289,7 @@ def pretrain(
     output = Path(output) if output else Path("runs") / (
         f"{entry.name}-{method.name}{'-unmix' if unmix else ''}-{spec.name}-"
         f"{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}")
-    prepare_output_dir(output)
+    runs.prepare_output_dir(output)
     verbose = fit_verbosity(verbose)
     tf.keras.utils.set_random_seed(seed)
 
@@ -318,11 +317,11 @@ def pretrain(
         "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer,
         "learning_rate": learning_rate, "schedule": "cosine", "weight_decay": weight_decay,
         "seed": seed, "limit": limit, "train_examples": examples, "eval_limit": eval_limit,
-        "backbone_params": int(method.backbone.count_params()), "versions": versions(),
+        "backbone_params": int(method.backbone.count_params()), "versions": runs.versions(),
         "command": command or " ".join(sys.argv),
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
     }
-    (output / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    runs.write_json_atomically(output / runs.CONFIG, config)
     print(f"[{entry.name}] {method.name}{' + Un-Mix' if unmix else ''} on {spec.name}: {examples} images, "
           f"{epochs} epochs of {steps} steps, batch {batch_size}, {optimizer} lr {learning_rate:g}, "
           f"input {input_shape}", file=sys.stderr)
@@ -343,9 +342,9 @@ def pretrain(
     results.update({"model": entry.name, "ssl": config["ssl"], "epochs": epochs,
                     "train_seconds": round(seconds, 1), "weights": str(output / "backbone.h5"),
                     "finished": datetime.datetime.now().isoformat(timespec="seconds")})
-    (output / "results.json").write_text(json.dumps(results, indent=2))
+    runs.write_json_atomically(output / runs.RESULTS, results)
     try:
-        plot_ssl_curves(output / "summary.csv", output / "curves.png",
+        plot_ssl_curves(output / runs.SUMMARY, output / "curves.png",
                         f"{entry.name} {method.name}{' + Un-Mix' if unmix else ''} on {spec.name}")
     except Exception as error:  # noqa: BLE001 - a plot must never lose a finished run
         print(f"(could not draw curves.png: {error})", file=sys.stderr)

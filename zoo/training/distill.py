@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from zoo.api import get_entry, load
 from zoo.errors import InvalidInputError, ZooError
-from zoo.runs import load_for_evaluation
+from zoo.runs import CONFIG, load_for_evaluation
 
 _TINY = 1e-30  # only for models without a softmax layer to read logits before
 
@@ -100,7 +100,7 @@ def load_teacher(teacher: str, input_shape, num_classes: int):
     entry and its weights file) or a saved full Keras model (.h5/.keras)."""
     path = Path(str(teacher)).expanduser()
     if path.is_dir():
-        config_file = path / "config.json"
+        config_file = path / CONFIG
         if not config_file.is_file():
             raise InvalidInputError(f"Teacher directory {path} has no config.json: pass a `zoo train` run "
                                     f"directory, NAME:WEIGHTS or a saved Keras model file.")

@@ -4,13 +4,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import tensorflow as tf
 
 from zoo import data as zdata
+from zoo import runs
 from zoo.api import get_entry
 from zoo.errors import InvalidInputError, ZooError
 from zoo.training.callbacks import EpochSummary
@@ -38,7 +38,7 @@ def resumable_run(resume, output) -> Tuple[Path, Dict[str, Any]]:
     folder = Path(resume).expanduser()
     if output is not None and Path(output).expanduser().resolve() != folder.resolve():
         raise InvalidInputError(f"--resume {folder} writes into that run's directory; drop --output {output}.")
-    config_file = folder / "config.json"
+    config_file = folder / runs.CONFIG
     if not config_file.is_file():
         raise InvalidInputError(f"--resume {folder}: no config.json there; pass the directory of a "
                                 f"`zoo train` run (its --output).")
@@ -47,7 +47,7 @@ def resumable_run(resume, output) -> Tuple[Path, Dict[str, Any]]:
         config["model"], config["recipe"]["stages"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ZooError(f"--resume: cannot read the run configuration {config_file} ({error}).") from error
-    if (folder / "results.json").is_file():
+    if (folder / runs.RESULTS).is_file():
         raise InvalidInputError(f"The run in {folder} has finished (results.json exists): nothing to resume.")
     return folder, config
 
@@ -143,9 +143,4 @@ def trim_summary(path: Path, epochs_done: int) -> None:
             if epoch <= epochs_done and epoch not in seen:
                 seen.add(epoch)
                 rows.append(row)
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(partial, path)
+    runs.write_csv_atomically(path, fields, rows)
