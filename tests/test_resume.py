@@ -208,3 +208,19 @@ def test_training_time_reads_summary_rows(tmp_path):
     config["resumed"].append({"epochs_done": 2, "hardware": {"cpus": 8, "gpus": 1}})
     (run / "config.json").write_text(json.dumps(config))
     assert zoo.runs.training_time(run)["hardware"] is None  # the epochs ran on two machines
+
+
+def test_atomic_csv_and_json_writes_replace_whole_files(tmp_path):
+    """The run directory's CSV and JSON files are written whole or not at all: a write that
+    fails midway (a row with a field the header lacks) keeps the old file, and no partial
+    file stays behind."""
+    path = tmp_path / "summary.csv"
+    zoo.runs.write_csv_atomically(path, ("epoch", "seconds"), [{"epoch": 1, "seconds": 2.5}])
+    assert path.read_text().splitlines() == ["epoch,seconds", "1,2.5"]
+    with pytest.raises(ValueError):
+        zoo.runs.write_csv_atomically(path, ("epoch",), [{"epoch": 2, "loss": 0.1}])
+    assert path.read_text().splitlines() == ["epoch,seconds", "1,2.5"]
+    target = tmp_path / "sub" / "config.json"
+    zoo.runs.write_json_atomically(target, {"model": "birealnet18", "when": tmp_path})
+    assert json.loads(target.read_text()) == {"model": "birealnet18", "when": str(tmp_path)}
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["config.json", "sub", "summary.csv"]
