@@ -9,6 +9,8 @@ import pytest
 from benchmarks.claims import runner, stats, table
 from benchmarks.claims.commands import check_step, fill, override_budget
 from benchmarks.claims.rows import CLAIMS, Arm, Budget, Claim, Comparison, Step, get_claim
+from zoo.api import get_entry
+from zoo.training.recipes import get_recipe
 
 
 def test_mean_and_sample_std():
@@ -227,6 +229,9 @@ def test_every_arm_is_a_valid_zoo_command(claim):
                 assert params["epochs"] == claim.budget.epochs
                 assert params["limit"] == claim.budget.limit
                 assert params["seed"] == 0 and params["image_size"] == 28
+                # the budget's stage count (its steps, its label) is the recipe's
+                recipe = get_recipe(params["recipe"] or get_entry(params["name"]).default_recipe)
+                assert len(recipe.stages) == claim.budget.stages, (claim.key, recipe.name)
 
 
 def test_a_bad_arm_is_caught_by_the_check():

@@ -131,7 +131,7 @@ def _arm(name: str, label: str, *steps: Step) -> Arm:
 # --------------------------------------------------------------------------- Bi-Real Net
 BIREAL = "Bi-Real Net (1808.00278)"
 BIREAL_BUDGET = Budget(epochs=8, limit=20000)  # 1256 steps x 0.32 s + 8 test passes ~ 8 min
-BIREAL_TWO_STEP = Budget(epochs=4, limit=20000, stages=2)
+BIREAL_TWO_STEP = Budget(epochs=4, limit=20000, stages=4)  # ReLU, leaky-clip, clip real stages, then binary
 _BIREAL_ADAM = ("--recipe", "birealnet_adam")
 
 
@@ -250,8 +250,9 @@ CLAIMS: Tuple[Claim, ...] = (
                            budget=BIREAL_TWO_STEP))),
         comparisons=(Comparison("pretrained", "scratch"),),
         budget=BIREAL_TWO_STEP,
-        note="recipe birealnet_two_step; both arms run both stages, the scratch arm does not "
-             "transfer the real weights, so the binary stage is the same length"),
+        note="recipe birealnet_two_step; both arms run all four stages (real ReLU, leaky-clip "
+             "and clip pre-training, then binary); the scratch arm transfers no weights between "
+             "stages, so its binary stage starts from a fresh init and is the same length"),
     Claim(
         key="reactnet_rsign_rprelu", paper="ReActNet (2003.03488)",
         claim="RSign + RPReLU beat Sign + PReLU on the same backbone",
