@@ -106,6 +106,18 @@ def write_csv_atomically(path: Path, fields: Sequence[str], rows: Iterable[Mappi
     write_text_atomically(Path(path), buffer.getvalue())
 
 
+def append_csv_row(path: Path, fields: Sequence[str], row: Mapping[str, Any]) -> None:
+    """Append ``row`` to the CSV file ``path``, writing the header of ``fields`` first when
+    the file is new (a run's summary.csv, one row per epoch)."""
+    path = Path(path)
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fields))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
 def save_weights_atomically(model, path) -> None:
     """``model.save_weights`` to a temporary file renamed into place: a killed run
     never leaves a half-written weights file under the final name."""

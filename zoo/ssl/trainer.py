@@ -193,13 +193,7 @@ class Monitor(tf.keras.callbacks.Callback):
             print(f"epoch {epoch + 1}: loss {row.get('loss', float('nan')):.4f}, kNN top-1 "
                   f"{knn['knn_top1']:.2f}% ({knn['train_examples']} train / {knn['examples']} test)",
                   file=sys.stderr)
-        path = self.output / runs.SUMMARY
-        new = not path.exists()
-        with path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        runs.append_csv_row(self.output / runs.SUMMARY, self.FIELDS, row)
 
 
 def plot_ssl_curves(summary: Path, target: Path, title: str) -> None:

@@ -2,7 +2,6 @@
 summary.csv rows and progress lines."""
 from __future__ import annotations
 
-import csv
 import math
 import sys
 import time
@@ -11,7 +10,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from zoo.runs import save_weights_atomically
+from zoo.runs import append_csv_row, save_weights_atomically
 
 PROGRESS_INTERVAL_S = 60.0  # seconds between ProgressLog lines in non-interactive logs
 
@@ -111,12 +110,7 @@ class EpochSummary(tf.keras.callbacks.Callback):
             if key in self.FIELDS and key not in row:
                 value = float(value)
                 row[key] = 100.0 * value if "accuracy" in key or "top5" in key else value
-        new = not self.path.exists()
-        with self.path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        append_csv_row(self.path, self.FIELDS, row)
 
 
 class ProgressLog(tf.keras.callbacks.Callback):
